@@ -1,0 +1,286 @@
+"""Start the whole suite on one machine, for development and tests.
+
+``prim-dev`` (used by ``make run``) starts a MongoDB wire-protocol server
+(the ``secantusd-py`` command, a development stand-in run as a separate
+process), ``redis-server`` when installed, then auth, presence, router and
+two edge nodes, each as its own process with ``PRIM_*`` settings. Ctrl-C or
+SIGTERM stops every child. Tests use :class:`Cluster` the same way on free
+ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def _bin(name: str) -> str:
+    """Find a console script next to the running interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found beside {sys.executable} or on PATH")
+    return found
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen
+    port: int
+    log_path: Path | None = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def spawn(
+    name: str,
+    args: list[str],
+    port: int,
+    env: Mapping[str, str] | None = None,
+    log_dir: Path | None = None,
+    wait: bool = True,
+) -> Process:
+    stdout = stderr = None
+    log_path = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        stderr = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        stdout = stderr
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=stdout,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+    )
+    process = Process(name, proc, port, log_path)
+    if wait:
+        try:
+            wait_port(port, proc)
+        except Exception:
+            process.stop(signal.SIGKILL)
+            raise
+    return process
+
+
+def start_mongo(port: int, data_dir: Path | None, log_dir: Path | None = None) -> Process:
+    storage = str(data_dir) if data_dir else ":memory:"
+    if data_dir:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    args = [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage]
+    return spawn("mongo", args, port, log_dir=log_dir)
+
+
+def start_redis(port: int, data_dir: Path | None, log_dir: Path | None = None) -> Process:
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+    ]
+    if data_dir:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args += ["--dir", str(data_dir)]
+    return spawn("redis", args, port, log_dir=log_dir)
+
+
+@dataclass
+class Cluster:
+    """The suite's processes and their addresses."""
+
+    admin_token: str
+    service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    data_dir: Path | None = None
+    log_dir: Path | None = None
+    edge_http_ports: list[int] = field(default_factory=lambda: [free_port(), free_port()])
+    extra_env: dict[str, str] = field(default_factory=dict)
+    mongo_port: int = field(default_factory=free_port)
+    redis_port: int | None = field(default_factory=free_port)
+    auth_port: int = field(default_factory=free_port)
+    presence_port: int = field(default_factory=free_port)
+    router_port: int = field(default_factory=free_port)
+    processes: dict[str, Process] = field(default_factory=dict)
+    edge_grpc_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mongo_url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0" if self.redis_port else "memory://"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PRIM_SERVICE_TOKEN": self.service_token,
+            "PRIM_ADMIN_TOKEN": self.admin_token,
+            "PRIM_MONGO_URL": self.mongo_url,
+            "PRIM_MONGO_DB": "prim",
+            "PRIM_REDIS_URL": self.redis_url,
+            "PRIM_AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
+            "PRIM_PRESENCE_ADDR": f"127.0.0.1:{self.presence_port}",
+            "PRIM_ROUTER_ADDR": f"127.0.0.1:{self.router_port}",
+            **self.extra_env,
+        }
+
+    def start_stores(self) -> None:
+        sub = (lambda name: self.data_dir / name) if self.data_dir else (lambda name: None)
+        self.processes["mongo"] = start_mongo(self.mongo_port, sub("mongo"), self.log_dir)
+        if self.redis_port:
+            self.processes["redis"] = start_redis(self.redis_port, sub("redis"), self.log_dir)
+
+    def start_service(self, name: str, port: int, env: Mapping[str, str] | None = None) -> Process:
+        listen = {"PRIM_LISTEN": f"127.0.0.1:{port}"}
+        process = spawn(
+            name, [_bin(f"prim-{name}")], port, {**self.env(), **listen, **(env or {})}, self.log_dir
+        )
+        self.processes[name] = process
+        return process
+
+    def start_edge(self, index: int, http_port: int | None = None, grpc_port: int | None = None) -> Process:
+        name = f"edge{index + 1}"
+        http_port = http_port or self.edge_http_ports[index]
+        grpc_port = grpc_port or self.edge_grpc_ports.get(name) or free_port()
+        self.edge_grpc_ports[name] = grpc_port
+        env = {
+            **self.env(),
+            "PRIM_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            "PRIM_LISTEN": f"127.0.0.1:{grpc_port}",
+            "PRIM_NODE_ID": name,
+        }
+        process = spawn(name, [_bin("prim-edge")], http_port, env, self.log_dir)
+        wait_port(grpc_port, process.proc)
+        self.processes[name] = process
+        return process
+
+    def start(self) -> None:
+        self.start_stores()
+        self.start_service("auth", self.auth_port)
+        self.start_service("presence", self.presence_port)
+        self.start_service("router", self.router_port)
+        for index in range(len(self.edge_http_ports)):
+            self.start_edge(index)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+        self.processes.clear()
+
+    def addresses(self) -> list[tuple[str, str]]:
+        rows = [
+            ("mongo", f"127.0.0.1:{self.mongo_port}"),
+            ("redis", f"127.0.0.1:{self.redis_port}" if self.redis_port else "in-memory presence"),
+            ("auth (gRPC)", f"127.0.0.1:{self.auth_port}"),
+            ("presence (gRPC)", f"127.0.0.1:{self.presence_port}"),
+            ("router (gRPC)", f"127.0.0.1:{self.router_port}"),
+        ]
+        for index, http_port in enumerate(self.edge_http_ports):
+            name = f"edge{index + 1}"
+            rows.append((f"{name} (HTTP, WebSocket /acc)", f"127.0.0.1:{http_port}"))
+            rows.append((f"{name} (gRPC)", f"127.0.0.1:{self.edge_grpc_ports[name]}"))
+        return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="prim-dev",
+        description="Start auth, presence, router and two edge nodes with local MongoDB and Redis.",
+    )
+    parser.add_argument("--data-dir", default="var/dev", help="folder for data and logs (default var/dev)")
+    parser.add_argument("--edge-ports", default="8089,8090", help="HTTP ports of the edge nodes")
+    args = parser.parse_args(argv)
+
+    data_dir = Path(args.data_dir).resolve()
+    admin_token = os.environ.get("PRIM_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    generated = "PRIM_ADMIN_TOKEN" not in os.environ
+    redis_port: int | None = 6390
+    if not shutil.which("redis-server"):
+        redis_port = None
+        print("redis-server is not installed: presence runs in memory, valid for one presence replica")
+    cluster = Cluster(
+        admin_token=admin_token,
+        data_dir=data_dir,
+        log_dir=data_dir / "logs",
+        edge_http_ports=[int(port) for port in args.edge_ports.split(",")],
+        mongo_port=27027,
+        redis_port=redis_port,
+        auth_port=50051,
+        presence_port=50052,
+        router_port=50053,
+        edge_grpc_ports={"edge1": 50061, "edge2": 50062},
+    )
+    stop = False
+
+    def on_signal(signum, frame):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cluster.start()
+        print("prim is up:")
+        for name, address in cluster.addresses():
+            print(f"  {name:<30} {address}")
+        print(f"  logs: {cluster.log_dir}")
+        if generated:
+            print(f"operator token (generated; set PRIM_ADMIN_TOKEN to choose one): {admin_token}")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stop:
+            for name, process in cluster.processes.items():
+                if process.proc.poll() is not None:
+                    print(f"{name} exited with {process.proc.returncode}; see {process.log_path}")
+                    stop = True
+                    break
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        cluster.stop()
+        print("stopped")
+
+
+if __name__ == "__main__":
+    main()

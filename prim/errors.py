@@ -1,0 +1,120 @@
+"""Errors with the contract's numeric codes.
+
+A :class:`PrimError` carries the contract code, the HTTP status and the gRPC
+status that stand for it, so one exception crosses every boundary: a service
+aborts a gRPC call with it, the edge turns the call's failure back into it,
+and then into a REST reply or a WebSocket error reply.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+
+class Code(enum.IntEnum):
+    OK = 200
+    NOT_LOGGED_IN = 1000
+    INVALID_PARAMETER = 1001
+    INVALID_USER_ID = 1002
+    UNAUTHORIZED = 1003
+    SERVER_ERROR = 1004
+    NOT_FOUND = 1005
+    OPERATION_FAILED = 1009
+    UNKNOWN_COMMAND = 1010
+    TOO_LARGE = 1011
+    RATE_LIMITED = 1012
+    FORBIDDEN = 1013
+
+
+# Contract code -> (HTTP status, gRPC status).
+_STATUS = {
+    Code.NOT_LOGGED_IN: (401, grpc.StatusCode.UNAUTHENTICATED),
+    Code.INVALID_PARAMETER: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    Code.INVALID_USER_ID: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    Code.UNAUTHORIZED: (401, grpc.StatusCode.UNAUTHENTICATED),
+    Code.SERVER_ERROR: (500, grpc.StatusCode.INTERNAL),
+    Code.NOT_FOUND: (404, grpc.StatusCode.NOT_FOUND),
+    Code.OPERATION_FAILED: (409, grpc.StatusCode.ALREADY_EXISTS),
+    Code.UNKNOWN_COMMAND: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    Code.TOO_LARGE: (413, grpc.StatusCode.INVALID_ARGUMENT),
+    Code.RATE_LIMITED: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Code.FORBIDDEN: (403, grpc.StatusCode.PERMISSION_DENIED),
+}
+
+# gRPC status -> contract code, for failures that carry no "prim-code".
+_FROM_GRPC = {
+    grpc.StatusCode.INVALID_ARGUMENT: Code.INVALID_PARAMETER,
+    grpc.StatusCode.UNAUTHENTICATED: Code.UNAUTHORIZED,
+    grpc.StatusCode.NOT_FOUND: Code.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: Code.OPERATION_FAILED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Code.RATE_LIMITED,
+    grpc.StatusCode.PERMISSION_DENIED: Code.FORBIDDEN,
+}
+
+CODE_METADATA_KEY = "prim-code"
+RETRY_AFTER_METADATA_KEY = "prim-retry-after"
+
+
+class PrimError(Exception):
+    """A failure the caller can act on, with the contract's code."""
+
+    def __init__(
+        self,
+        code: Code,
+        msg: str,
+        *,
+        http_status: int | None = None,
+        retry_after: int | None = None,
+    ):
+        super().__init__(msg)
+        self.code = Code(code)
+        self.msg = msg
+        default_http, self.grpc_status = _STATUS.get(self.code, (500, grpc.StatusCode.INTERNAL))
+        self.http_status = http_status or default_http
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"PrimError({self.code.value}, {self.msg!r})"
+
+
+class Unavailable(PrimError):
+    """A dependency (a peer service, MongoDB, Redis) cannot be reached."""
+
+    def __init__(self, msg: str):
+        super().__init__(Code.SERVER_ERROR, msg, http_status=503)
+        self.grpc_status = grpc.StatusCode.UNAVAILABLE
+
+
+def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAMETER) -> PrimError:
+    """An invalid-parameter error whose message names the field and value."""
+    return PrimError(code, f"invalid {field} {value!r}: {why}")
+
+
+async def abort(context: grpc.aio.ServicerContext, error: PrimError) -> None:
+    """End a gRPC call with the error's status, code and message."""
+    metadata = [(CODE_METADATA_KEY, str(error.code.value))]
+    if error.retry_after is not None:
+        metadata.append((RETRY_AFTER_METADATA_KEY, str(error.retry_after)))
+    context.set_trailing_metadata(tuple(metadata))
+    await context.abort(error.grpc_status, error.msg)
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> PrimError:
+    """Turn a failed gRPC call back into the error the callee raised."""
+    status = exc.code()
+    trailing = dict(exc.trailing_metadata() or ())
+    raw_code = trailing.get(CODE_METADATA_KEY)
+    if raw_code is not None:
+        retry_after = trailing.get(RETRY_AFTER_METADATA_KEY)
+        error = PrimError(
+            Code(int(raw_code)),
+            exc.details() or "",
+            retry_after=int(retry_after) if retry_after else None,
+        )
+        return error
+    if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"{peer} unavailable: {status.name.lower()}")
+    code = _FROM_GRPC.get(status, Code.SERVER_ERROR)
+    return PrimError(code, f"{peer} failed: {status.name.lower()}")

@@ -1,0 +1,178 @@
+"""gRPC plumbing shared by the services.
+
+* :func:`make_server` builds a ``grpc.aio`` server with the standard health
+  and reflection services and, when a service token is configured, rejects
+  calls that do not carry it (health and reflection stay open for probes and
+  grpcurl).
+* :class:`Peer` is one long-lived channel to another service. Every call has
+  a deadline, carries the service token, and turns a failure back into the
+  :class:`~prim.errors.PrimError` the callee raised. Retries of idempotent
+  methods and keepalive come from gRPC's own service config.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from prim.errors import PrimError, Unavailable, from_rpc_error
+
+log = logging.getLogger("prim.rpc")
+
+# Methods that are safe to repeat; sends and deliveries are not, because a
+# lost reply does not mean the callee did nothing.
+_NON_IDEMPOTENT = {
+    "prim.v1.Router": ["Send", "Broadcast", "Kick"],
+    "prim.v1.Edge": ["Deliver", "DeliverTenant", "Kick"],
+}
+
+_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def _service_config(service: str) -> str:
+    no_retry = [{"service": service, "method": m} for m in _NON_IDEMPOTENT.get(service, [])]
+    configs: list[dict[str, Any]] = [{"name": [{"service": service}], "retryPolicy": _RETRY_POLICY}]
+    if no_retry:
+        configs.append({"name": no_retry})
+    return json.dumps({"methodConfig": configs})
+
+
+def channel_options(service: str) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.service_config", _service_config(service)),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+
+
+SERVER_OPTIONS = [
+    # Accept the client keepalive pings above instead of answering GOAWAY.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Reject calls whose ``authorization`` metadata lacks the service token."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if method.startswith(_OPEN_PREFIXES):
+            return await continuation(handler_call_details)
+        presented = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                presented = value
+                break
+        if hmac.compare_digest(presented.encode(), self._expected):
+            return await continuation(handler_call_details)
+        log.warning("rejected call without service credential", extra={"method": method})
+        return grpc.unary_unary_rpc_method_handler(_deny)
+
+
+async def _deny(request, context):
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid service credential")
+
+
+def make_server(
+    service_names: Iterable[str], service_token: str
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A server with health and reflection; register servicers before start."""
+    interceptors = [ServiceTokenInterceptor(service_token)] if service_token else []
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    return server, health_servicer
+
+
+async def set_health(health_servicer, service_names: Iterable[str], serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ["", *service_names]:
+        await health_servicer.set(name, status)
+
+
+class Peer:
+    """One long-lived channel to a service, with deadlines and error mapping."""
+
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        stub_class: type,
+        service: str,
+        *,
+        service_token: str = "",
+        deadline: float = 5.0,
+    ):
+        self.name = name
+        self.target = target
+        self.deadline = deadline
+        self.channel = grpc.aio.insecure_channel(target, options=channel_options(service))
+        self.stub = stub_class(self.channel)
+        self._metadata = (("authorization", f"Bearer {service_token}"),) if service_token else ()
+
+    async def call(self, method: str, request, *, timeout: float | None = None):
+        """Call ``method`` of the stub; raise PrimError on failure."""
+        rpc = getattr(self.stub, method)
+        try:
+            return await rpc(
+                request,
+                timeout=timeout or self.deadline,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = from_rpc_error(exc, self.name)
+            if isinstance(error, Unavailable):
+                log.warning(
+                    "call failed",
+                    extra={"peer": self.name, "target": self.target, "method": method, "status": exc.code().name},
+                )
+            raise error from None
+
+    async def check_health(self, timeout: float = 1.0) -> bool:
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+__all__ = ["Peer", "PrimError", "make_server", "set_health", "channel_options"]

@@ -1,0 +1,82 @@
+"""Lifecycle of a gRPC service: start, report health, stop on SIGTERM.
+
+A service hands :func:`serve` its servicers, a readiness check (are MongoDB,
+Redis and its peers reachable?) and a cleanup coroutine. The health status
+follows the check every ``CHECK_INTERVAL`` seconds; SIGTERM or SIGINT turns
+health to NOT_SERVING, lets in-flight calls finish within the grace time, then
+runs the cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from prim import rpc
+from prim.config import Settings
+
+CHECK_INTERVAL = 2.0
+
+log = logging.getLogger("prim.service")
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(
+    name: str,
+    settings: Settings,
+    listen: str,
+    servicers: Iterable[tuple[Callable[[Any, Any], None], Any]],
+    service_names: list[str],
+    check: Callable[[], Awaitable[bool]],
+    cleanup: Callable[[], Awaitable[None]],
+) -> None:
+    server, health = rpc.make_server(service_names, settings.service_token)
+    for add, servicer in servicers:
+        add(servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise SystemExit(f"{name}: cannot listen on {listen}")
+    await server.start()
+    log.info("started", extra={"service": name, "listen": listen, "settings": settings.redacted()})
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    watcher = asyncio.create_task(_watch_health(name, health, service_names, check, stop))
+    await stop.wait()
+
+    log.info("stopping", extra={"service": name, "grace_seconds": settings.grace_seconds})
+    await rpc.set_health(health, service_names, serving=False)
+    watcher.cancel()
+    await server.stop(settings.grace_seconds)
+    await cleanup()
+    log.info("stopped", extra={"service": name})
+
+
+async def _watch_health(name, health, service_names, check, stop: asyncio.Event) -> None:
+    serving: bool | None = None
+    while not stop.is_set():
+        try:
+            ok = await check()
+        except Exception:
+            log.exception("readiness check failed", extra={"service": name})
+            ok = False
+        if ok != serving:
+            await rpc.set_health(health, service_names, serving=ok)
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "serving" if ok else "not serving: a dependency is unreachable",
+                extra={"service": name},
+            )
+            serving = ok
+        try:
+            await asyncio.wait_for(stop.wait(), CHECK_INTERVAL)
+        except TimeoutError:
+            pass

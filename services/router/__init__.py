@@ -1,0 +1,1 @@
+"""prim router service."""
