@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import sys
 
 import orjson
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+_TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Replace ``token=...`` in a record's text, such as a URL a library logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "token=" in text:
+            record.msg = _TOKEN_IN_TEXT.sub(r"\1<redacted>", text)
+            record.args = None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,6 +65,7 @@ class TextFormatter(logging.Formatter):
 def setup(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

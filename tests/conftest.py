@@ -36,3 +36,18 @@ def redis_server(tmp_path_factory):
 def db_name() -> str:
     """A fresh database name, so tests sharing one Mongo server stay apart."""
     return "t_" + secrets.token_hex(6)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """The whole suite: Mongo, Redis, auth, presence, router and two edge nodes."""
+    logs = tmp_path_factory.mktemp("cluster-logs")
+    suite = devcluster.Cluster(admin_token=secrets.token_urlsafe(16), log_dir=logs)
+    try:
+        suite.start()
+    except Exception:
+        suite.stop()
+        raise
+    yield suite
+    suite.stop()
+

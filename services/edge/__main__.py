@@ -1,0 +1,105 @@
+"""``prim-edge``: start an edge node (HTTP/WebSocket and gRPC in one process).
+
+On SIGTERM or SIGINT the node drains: readiness turns false, new WebSockets
+are refused, every client gets a ``reconnect`` push and close code 1012, the
+node's presence entries are removed, then in-flight gRPC deliveries finish
+and the process exits, all within ``PRIM_DRAIN_SECONDS``. A second signal
+stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from prim import config, logs, rpc
+
+from .app import create_app
+from .node import EdgeNode
+from .servicer import EdgeServicer
+from .settings import SETTINGS
+from prim.pb import edge_pb2_grpc
+
+log = logging.getLogger("prim.edge")
+
+SERVICE_NAMES = ["prim.v1.Edge"]
+
+
+class EdgeServer(uvicorn.Server):
+    """uvicorn's server, with the first exit signal turned into a drain."""
+
+    def __init__(self, config: uvicorn.Config, drain_requested: asyncio.Event):
+        super().__init__(config)
+        self.drain_requested = drain_requested
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.drain_requested.is_set():
+            super().handle_exit(sig, frame)
+            self.force_exit = True
+            return
+        self.drain_requested.set()
+
+
+async def run(settings) -> None:
+    node = EdgeNode(settings)
+    grpc_server, health = rpc.make_server(SERVICE_NAMES, settings.service_token)
+    edge_pb2_grpc.add_EdgeServicer_to_server(EdgeServicer(node), grpc_server)
+    if grpc_server.add_insecure_port(settings.listen) == 0:
+        raise SystemExit(f"prim-edge: cannot listen on {settings.listen}")
+    await grpc_server.start()
+    await rpc.set_health(health, SERVICE_NAMES, serving=True)
+    await node.start()
+
+    host, _, port = settings.http_listen.rpartition(":")
+    uv_config = uvicorn.Config(
+        create_app(node),
+        host=host,
+        port=int(port),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ws_max_size=settings.max_message_bytes + 4096,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_interval_seconds,
+        timeout_graceful_shutdown=settings.grace_seconds,
+    )
+    drain_requested = asyncio.Event()
+    server = EdgeServer(uv_config, drain_requested)
+    log.info(
+        "started",
+        extra={
+            "service": "prim-edge",
+            "node_id": node.node_id,
+            "http": settings.http_listen,
+            "grpc": settings.listen,
+            "settings": settings.redacted(),
+        },
+    )
+
+    async def drain_on_signal() -> None:
+        await drain_requested.wait()
+        await rpc.set_health(health, SERVICE_NAMES, serving=False)
+        try:
+            await asyncio.wait_for(node.drain(), settings.drain_seconds)
+        except TimeoutError:
+            log.warning("drain timed out", extra={"node_id": node.node_id, "left": len(node.hub)})
+        server.should_exit = True
+
+    drainer = asyncio.create_task(drain_on_signal())
+    await server.serve()
+    drainer.cancel()
+    await grpc_server.stop(settings.grace_seconds)
+    await node.close()
+    log.info("stopped", extra={"service": "prim-edge", "node_id": node.node_id})
+
+
+def main() -> None:
+    settings = config.load("prim-edge", SETTINGS)
+    logs.setup(settings.log_level, settings.log_format)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

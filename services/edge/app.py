@@ -1,0 +1,97 @@
+"""The Starlette application of an edge node: REST routes, ``/acc`` and docs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import swagger_ui_bundle
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from prim.errors import Code, PrimError
+
+from . import rest
+from .node import EdgeNode
+from .openapi import SCHEMA
+from .session import Session
+
+log = logging.getLogger("prim.edge.app")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+SWAGGER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>prim REST API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+</body></html>
+"""
+
+
+async def acc(websocket: WebSocket) -> None:
+    node: EdgeNode = websocket.app.state.node
+    if node.draining:
+        await websocket.close(1012, "server restart")
+        return
+    await Session(node, websocket).run()
+
+
+async def openapi(request: Request) -> Response:
+    return rest.JSON(SCHEMA)
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(SWAGGER_PAGE)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def prim_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PrimError)
+    return rest.error_response(exc)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("request failed", extra={"path": request.url.path}, exc_info=exc)
+    return rest.error_response(PrimError(Code.SERVER_ERROR, "server error"))
+
+
+ROUTES = [
+    Route("/sysClient/createSysClient", rest.create_sys_client, methods=["POST"]),
+    Route("/sysClient/getSysClient", rest.get_sys_client, methods=["GET"]),
+    Route("/sysClient/getToken", rest.get_token, methods=["POST"]),
+    Route("/sysClient/exit", rest.exit_client, methods=["POST"]),
+    Route("/sysClient/updateTokenVal", rest.update_token_val, methods=["POST"]),
+    Route("/user/list", rest.user_list, methods=["GET"]),
+    Route("/user/online", rest.user_online, methods=["POST"]),
+    Route("/user/listUserMaps", rest.list_user_maps, methods=["GET"]),
+    Route("/msg/sendMsg", rest.send_msg, methods=["POST"]),
+    Route("/msg/getMsg", rest.get_msg, methods=["GET"]),
+    Route("/msg/getBroadcast", rest.get_broadcast, methods=["GET"]),
+    Route("/system/state", rest.system_state, methods=["GET"]),
+    Route("/healthz", rest.healthz, methods=["GET"]),
+    Route("/readyz", rest.readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/docs", docs, methods=["GET"]),
+    Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"),
+    WebSocketRoute("/acc", acc),
+]
+
+
+def create_app(node: EdgeNode) -> Starlette:
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={PrimError: prim_error, Exception: server_error},
+    )
+    app.state.node = node
+    return app

@@ -1,0 +1,105 @@
+"""The frame codec of ``/acc``: parse requests, encode replies and pushes.
+
+A request is ``{"seq": str, "cmd": str, "data": object}``; a reply echoes the
+request's ``seq`` and ``cmd`` with ``{"code", "codeMsg", "data"}``. Nothing
+here does I/O, so the codec is tested without sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from prim.errors import Code, PrimError
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+CODE_MESSAGES = {
+    Code.OK: "ok",
+    Code.NOT_LOGGED_IN: "not logged in",
+    Code.INVALID_PARAMETER: "invalid parameter",
+    Code.INVALID_USER_ID: "invalid user id",
+    Code.UNAUTHORIZED: "unauthorized",
+    Code.SERVER_ERROR: "server error",
+    Code.NOT_FOUND: "not found",
+    Code.OPERATION_FAILED: "operation failed",
+    Code.UNKNOWN_COMMAND: "unknown command",
+    Code.TOO_LARGE: "too large",
+    Code.RATE_LIMITED: "rate limited",
+    Code.FORBIDDEN: "forbidden",
+}
+
+
+class FrameError(PrimError):
+    """A request that cannot be handled, with whatever seq and cmd were readable."""
+
+    def __init__(self, code: Code, msg: str, frame_seq: str = "", cmd: str = ""):
+        super().__init__(code, msg)
+        self.frame_seq = frame_seq
+        self.cmd = cmd
+
+
+def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
+    """Return (seq, cmd, data) of a request frame or raise FrameError."""
+    try:
+        frame = _decoder.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise FrameError(Code.INVALID_PARAMETER, "invalid frame: not JSON") from None
+    if not isinstance(frame, dict):
+        raise FrameError(
+            Code.INVALID_PARAMETER, f"invalid frame: expected a JSON object, got {type(frame).__name__}"
+        )
+    frame_seq = frame.get("seq", "")
+    readable_seq = frame_seq if isinstance(frame_seq, str) else ""
+    cmd = frame.get("cmd")
+    readable_cmd = cmd if isinstance(cmd, str) else ""
+    if not isinstance(frame_seq, str):
+        raise FrameError(
+            Code.INVALID_PARAMETER, f"invalid seq {frame_seq!r}: must be a string", "", readable_cmd
+        )
+    if not isinstance(cmd, str):
+        raise FrameError(Code.INVALID_PARAMETER, f"invalid cmd {cmd!r}: must be a string", frame_seq)
+    data = frame.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise FrameError(
+            Code.INVALID_PARAMETER, f"invalid data {data!r}: must be an object", frame_seq, cmd
+        )
+    return frame_seq, cmd, data
+
+
+def encode_reply(frame_seq: str, cmd: str, code: int, data: Any = None, code_msg: str | None = None) -> bytes:
+    if code_msg is None:
+        code_msg = CODE_MESSAGES.get(code, "error")
+    return _encoder.encode(
+        {"seq": frame_seq, "cmd": cmd, "response": {"code": code, "codeMsg": code_msg, "data": data}}
+    )
+
+
+def encode_error(error: PrimError, frame_seq: str = "", cmd: str = "") -> bytes:
+    return encode_reply(frame_seq, cmd, int(error.code), None, error.msg)
+
+
+def user_dict(user) -> dict[str, Any]:
+    """The contract's User record from a ``prim.v1.User``."""
+    return {
+        "accIp": user.acc_ip,
+        "accPort": user.acc_port,
+        "appPlatform": user.app_platform,
+        "sysAccount": user.sys_account,
+        "userId": user.user_id,
+        "avatar": user.avatar,
+        "nickname": user.nickname,
+        "clientIp": user.client_ip,
+        "clientPort": user.client_port,
+        "loginTime": user.login_time,
+        "heartbeatTime": user.heartbeat_time,
+        "logOutTime": user.log_out_time,
+        "address": user.address,
+        "qua": user.qua,
+        "deviceInfo": user.device_info,
+        "isLogoff": user.is_logoff,
+    }

@@ -1,0 +1,163 @@
+"""The hub: this node's registry of live connections and their send queues.
+
+Each :class:`Connection` owns a bounded send queue. Frames are written by a
+writer task that exists only while the queue is not empty, so an idle
+connection costs no task. A connection whose queue overflows (the client
+stopped reading) is a slow consumer: it is closed with code 1008 and never
+slows delivery to anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from prim.pb import common_pb2
+
+log = logging.getLogger("prim.edge.hub")
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_RESTART = 1012
+CLOSE_KICK = 4001
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Connection:
+    """One logged-in WebSocket on this node."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        send_text: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        max_frames: int,
+        max_bytes: int,
+    ):
+        self.conn_id = conn_id
+        self.user: common_pb2.User | None = None
+        self.tenant = ""
+        self.user_id = ""
+        self.token_id = ""
+        self.expires_at = 0
+        self.last_seen = time.monotonic()
+        self.closed = False
+        self._send_text = send_text
+        self._close = close
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._writer: asyncio.Task | None = None
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame; return False when the connection is closed or overflows."""
+        if self.closed:
+            return False
+        if len(self._queue) >= self._max_frames or self._queued_bytes + len(frame) > self._max_bytes:
+            log.warning(
+                "slow consumer closed",
+                extra={"conn_id": self.conn_id, "tenant": self.tenant, "user_id": self.user_id},
+            )
+            self.close_soon(CLOSE_POLICY, "send queue overflow")
+            return False
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        return True
+
+    async def _write(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                await self._send_text(frame.decode())
+        except Exception as exc:  # the socket went away; the reader notices and cleans up
+            log.debug("write failed", extra={"conn_id": self.conn_id, "error": repr(exc)})
+            self._queue.clear()
+            self._queued_bytes = 0
+        finally:
+            self._writer = None
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until queued frames are written, at most ``timeout`` seconds."""
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+
+    async def close(self, code: int, reason: str = "", flush_timeout: float = 1.0) -> None:
+        """Write what is queued, then close the WebSocket with ``code``."""
+        if self.closed:
+            return
+        await self.flush(flush_timeout)
+        self.closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+        try:
+            await self._close(code, reason)
+        except Exception as exc:
+            log.debug("close failed", extra={"conn_id": self.conn_id, "error": repr(exc)})
+
+    def close_soon(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True  # stop queueing at once; the close itself runs in a task
+        if self._writer is not None:
+            self._writer.cancel()
+        asyncio.create_task(self._close_quietly(code, reason))
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        try:
+            await self._close(code, reason)
+        except Exception as exc:
+            log.debug("close failed", extra={"conn_id": self.conn_id, "error": repr(exc)})
+
+
+class Hub:
+    """Logged-in connections of this node, by id and by tenant."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Connection] = {}
+        self.by_tenant: dict[str, dict[str, Connection]] = collections.defaultdict(dict)
+
+    def add(self, conn: Connection) -> None:
+        self.by_id[conn.conn_id] = conn
+        self.by_tenant[conn.tenant][conn.conn_id] = conn
+
+    def remove(self, conn: Connection) -> bool:
+        if self.by_id.pop(conn.conn_id, None) is None:
+            return False
+        tenant_conns = self.by_tenant.get(conn.tenant)
+        if tenant_conns is not None:
+            tenant_conns.pop(conn.conn_id, None)
+            if not tenant_conns:
+                del self.by_tenant[conn.tenant]
+        return True
+
+    def get(self, tenant: str, conn_id: str) -> Connection | None:
+        """The connection with this id, only if it belongs to ``tenant``."""
+        conn = self.by_id.get(conn_id)
+        return conn if conn is not None and conn.tenant == tenant else None
+
+    def of_tenant(self, tenant: str) -> list[Connection]:
+        return list(self.by_tenant.get(tenant, {}).values())
+
+    def of_user(self, tenant: str, user_id: str, app_platform: str = "") -> Iterator[Connection]:
+        for conn in self.of_tenant(tenant):
+            if conn.user_id == user_id and (not app_platform or conn.user.app_platform == app_platform):
+                yield conn
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self.by_id.values()))

@@ -1,0 +1,195 @@
+"""The edge node: its peers, its hub and the loops that keep presence true.
+
+Every third of the presence TTL the node re-registers itself and refreshes
+the full records of all its connections, so entries of a dead node expire
+and entries lost by a Redis restart come back. Every second it closes
+connections that went silent and kicks those whose token expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from prim.config import Settings
+from prim.errors import PrimError
+from prim.messages import push_frame
+from prim.pb import (
+    auth_pb2,
+    auth_pb2_grpc,
+    presence_pb2,
+    presence_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
+from prim.rpc import Peer
+
+from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, Hub, now_ms
+
+log = logging.getLogger("prim.edge")
+
+REFRESH_CHUNK = 1000
+
+
+class EdgeNode:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        host, _, port = settings.http_listen.rpartition(":")
+        self.http_host, self.http_port = host, port
+        self.node_id = settings.node_id or f"{socket.gethostname()}-{port}"
+        self.grpc_addr = settings.advertise_addr or settings.listen
+        self.started_at = now_ms()
+        self.hub = Hub()
+        self.draining = False
+        token, deadline = settings.service_token, settings.grpc_deadline_seconds
+        self.auth = Peer("auth", settings.auth_addr, auth_pb2_grpc.AuthStub, "prim.v1.Auth", service_token=token, deadline=deadline)
+        self.presence = Peer(
+            "presence", settings.presence_addr, presence_pb2_grpc.PresenceStub, "prim.v1.Presence", service_token=token, deadline=deadline
+        )
+        self.router = Peer(
+            "router", settings.router_addr, router_pb2_grpc.RouterStub, "prim.v1.Router", service_token=token, deadline=deadline
+        )
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._refresh_loop()),
+            asyncio.create_task(self._sweep_loop()),
+        ]
+
+    async def ready(self) -> bool:
+        if self.draining:
+            return False
+        checks = await asyncio.gather(
+            self.auth.check_health(), self.presence.check_health(), self.router.check_health()
+        )
+        return all(checks)
+
+    # Presence
+
+    def _node(self) -> presence_pb2.Node:
+        return presence_pb2.Node(
+            node_id=self.node_id,
+            grpc_addr=self.grpc_addr,
+            http_addr=self.settings.http_listen,
+            ttl_seconds=self.settings.presence_ttl_seconds,
+            started_at=self.started_at,
+        )
+
+    async def refresh_presence(self) -> None:
+        await self.presence.call("RegisterNode", self._node())
+        users = [conn.user for conn in self.hub if conn.user is not None and not conn.closed]
+        for start in range(0, len(users), REFRESH_CHUNK):
+            await self.presence.call(
+                "Refresh",
+                presence_pb2.RefreshRequest(
+                    node_id=self.node_id,
+                    users=users[start : start + REFRESH_CHUNK],
+                    ttl_seconds=self.settings.presence_ttl_seconds,
+                ),
+            )
+
+    async def _refresh_loop(self) -> None:
+        interval = max(1.0, self.settings.presence_ttl_seconds / 3)
+        while True:
+            try:
+                await self.refresh_presence()
+            except PrimError as exc:
+                log.warning("presence refresh failed; retrying", extra={"node_id": self.node_id, "error": exc.msg})
+            await asyncio.sleep(interval)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("connection sweep failed", extra={"node_id": self.node_id})
+
+    async def _sweep(self) -> None:
+        idle_limit = time.monotonic() - self.settings.heartbeat_timeout_seconds
+        now = now_ms()
+        for conn in self.hub:
+            if conn.closed:
+                continue
+            if conn.last_seen < idle_limit:
+                log.info("closing idle connection", extra={"conn_id": conn.conn_id, "user_id": conn.user_id, "tenant": conn.tenant})
+                await conn.close(CLOSE_NORMAL, "heartbeat timeout")
+            elif conn.expires_at and conn.expires_at <= now:
+                asyncio.create_task(self._check_expiry(conn))
+
+    async def _check_expiry(self, conn: Connection) -> None:
+        """Kick a connection whose token expired, unless its lifetime was extended."""
+        try:
+            info = await self.auth.call("VerifyToken", auth_pb2.VerifyTokenRequest(token_id=conn.token_id))
+            conn.expires_at = info.expires_at
+        except PrimError as exc:
+            if exc.code == 1003:
+                await self.kick(conn, "expired")
+            else:
+                log.warning("token check failed", extra={"conn_id": conn.conn_id, "error": exc.msg})
+
+    async def register(self, conn: Connection, device_policy: str, max_devices: int) -> None:
+        """Record a new connection in presence and kick the ones it replaces."""
+        self.hub.add(conn)
+        reply = await self.presence.call(
+            "Connect",
+            presence_pb2.ConnectRequest(
+                user=conn.user,
+                device_policy=device_policy,
+                max_devices=max_devices,
+                ttl_seconds=self.settings.presence_ttl_seconds,
+            ),
+        )
+        if reply.replaced:
+            await self.router.call(
+                "Kick",
+                router_pb2.KickRequest(tenant=conn.tenant, targets=list(reply.replaced), reason="replaced"),
+            )
+
+    async def unregister(self, conn: Connection) -> None:
+        if not self.hub.remove(conn):
+            return
+        try:
+            await self.presence.call(
+                "Disconnect",
+                presence_pb2.DisconnectRequest(tenant=conn.tenant, user_id=conn.user_id, conn_id=conn.conn_id),
+            )
+        except PrimError as exc:
+            # The entry expires with its TTL instead.
+            log.warning("presence removal failed", extra={"conn_id": conn.conn_id, "error": exc.msg})
+
+    async def kick(self, conn: Connection, reason: str) -> None:
+        log.info("kicking connection", extra={"conn_id": conn.conn_id, "tenant": conn.tenant, "user_id": conn.user_id, "reason": reason})
+        conn.push(push_frame("kick", {"reason": reason}))
+        await conn.close(CLOSE_KICK, reason)
+        await self.unregister(conn)
+
+    # Shutdown
+
+    async def drain(self) -> None:
+        """Send every client ``reconnect``, close with 1012 and remove presence."""
+        self.draining = True
+        conns = list(self.hub)
+        log.info("draining", extra={"node_id": self.node_id, "connections": len(conns)})
+        frame = push_frame("reconnect", {"reason": "server restart"})
+        for conn in conns:
+            conn.push(frame)
+        await asyncio.gather(
+            *(conn.close(CLOSE_RESTART, "server restart", flush_timeout=2.0) for conn in conns),
+            return_exceptions=True,
+        )
+        try:
+            await self.presence.call(
+                "UnregisterNode", presence_pb2.UnregisterNodeRequest(node_id=self.node_id)
+            )
+        except PrimError as exc:
+            log.warning("unregistering node failed", extra={"node_id": self.node_id, "error": exc.msg})
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for peer in (self.auth, self.presence, self.router):
+            await peer.close()

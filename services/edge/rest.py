@@ -1,0 +1,443 @@
+"""The tenant REST API of the edge: request parsing, callers and routes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from prim import __version__, ids
+from prim.errors import Code, PrimError, invalid
+from prim.messages import message_from_proto
+from prim.pb import auth_pb2, common_pb2, presence_pb2, router_pb2
+
+from .frames import user_dict
+from .node import EdgeNode
+
+log = logging.getLogger("prim.edge.rest")
+
+LIST_SIZE_MAX = 500
+HISTORY_LIMIT_MAX = 200
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
+
+
+def ok(data: Any) -> Response:
+    return JSON({"code": 200, "msg": "ok", "data": data})
+
+
+def error_response(error: PrimError) -> Response:
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if error.http_status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="prim"'
+    return JSON({"code": int(error.code), "msg": error.msg, "data": None}, error.http_status, headers)
+
+
+# Parsing
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """A JSON object or a form, as a dict; other bodies are invalid."""
+    content_type = request.headers.get("content-type", "")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise PrimError(Code.TOO_LARGE, f"body too large: {len(body)} bytes, maximum {MAX_BODY_BYTES}")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    if not body.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise PrimError(Code.INVALID_PARAMETER, "invalid body: not JSON or a form") from None
+    if not isinstance(data, dict):
+        raise PrimError(Code.INVALID_PARAMETER, "invalid body: expected a JSON object")
+    return data
+
+
+def opt_str(data: dict, field: str, default: str = "") -> str:
+    value = data.get(field, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise invalid(field, value, "must be a string")
+    return value
+
+
+def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
+    value = data.get(field)
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise invalid(field, value, "must be an integer") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(field, value, "must be an integer")
+    return value
+
+
+def opt_bool(data: dict, field: str, default: bool) -> bool:
+    value = data.get(field)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    raise invalid(field, value, "must be true or false")
+
+
+def required(data: dict, field: str) -> Any:
+    value = data.get(field)
+    if value is None or value == "":
+        raise PrimError(Code.INVALID_PARAMETER, f"missing {field}")
+    return value
+
+
+# Callers
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def is_operator(request: Request) -> bool:
+    node: EdgeNode = request.app.state.node
+    token = _bearer(request)
+    expected = node.settings.admin_token
+    return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
+
+
+def require_operator(request: Request) -> None:
+    if is_operator(request):
+        return
+    if _basic(request) is not None:
+        raise PrimError(Code.FORBIDDEN, "forbidden: this route is for the operator only")
+    raise PrimError(Code.UNAUTHORIZED, "unauthorized: operator token required")
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    account, sep, password = decoded.partition(":")
+    return (account, password) if sep else None
+
+
+async def require_tenant(request: Request) -> str:
+    """The tenant account of valid HTTP Basic credentials."""
+    credentials = _basic(request)
+    if credentials is None:
+        if is_operator(request):
+            raise PrimError(Code.FORBIDDEN, "forbidden: the operator is not a tenant")
+        raise PrimError(Code.UNAUTHORIZED, "unauthorized: tenant credentials required (HTTP Basic)")
+    account, password = credentials
+    node: EdgeNode = request.app.state.node
+    client = request.client.host if request.client else ""
+    tenant = await node.auth.call(
+        "VerifyTenant", auth_pb2.VerifyTenantRequest(account=account, password=password, client_addr=client)
+    )
+    return tenant.account
+
+
+def tenant_dict(tenant: auth_pb2.Tenant) -> dict[str, Any]:
+    return {"account": tenant.account, "phoneNum": tenant.phone_num, "createdAt": tenant.created_at}
+
+
+# Routes: tenants and tokens
+
+
+async def create_sys_client(request: Request) -> Response:
+    require_operator(request)
+    data = await read_body(request)
+    account = ids.check_id("account", required(data, "account"))
+    password = opt_str(data, "password")
+    if not 8 <= len(password) <= 128:
+        raise PrimError(Code.INVALID_PARAMETER, "invalid password: must be 8-128 characters")
+    phone = opt_str(data, "phoneNum")
+    if phone and not ids.PHONE_PATTERN.fullmatch(phone):
+        raise invalid("phoneNum", phone, "must be up to 20 digits, optionally after a leading +")
+    node: EdgeNode = request.app.state.node
+    tenant = await node.auth.call(
+        "CreateTenant", auth_pb2.CreateTenantRequest(account=account, password=password, phone_num=phone)
+    )
+    log.info("tenant created", extra={"account": account})
+    return ok(tenant_dict(tenant))
+
+
+async def get_sys_client(request: Request) -> Response:
+    account = ids.check_id("account", required(dict(request.query_params), "account"))
+    if not is_operator(request):
+        own = await require_tenant(request)
+        if own != account:
+            raise PrimError(Code.NOT_FOUND, f"account {account!r} not found")
+    node: EdgeNode = request.app.state.node
+    tenant = await node.auth.call("GetTenant", auth_pb2.GetTenantRequest(account=account))
+    return ok(tenant_dict(tenant))
+
+
+async def get_token(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    data = await read_body(request)
+    user_id = ids.check_user_id("userId", required(data, "userId"))
+    platform = ids.check_choice("appPlatform", opt_str(data, "appPlatform", "web") or "web", ids.PLATFORMS)
+    ttl = opt_int(data, "ttl", 0)
+    if ttl:
+        ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
+    node: EdgeNode = request.app.state.node
+    reply = await node.auth.call(
+        "IssueToken",
+        auth_pb2.IssueTokenRequest(
+            tenant=tenant,
+            user_id=user_id,
+            app_platform=platform,
+            nickname=opt_str(data, "nickname"),
+            avatar=opt_str(data, "avatar"),
+            ttl_seconds=ttl or 0,
+        ),
+    )
+    return ok(
+        {"token": reply.token, "userId": reply.user_id, "appPlatform": reply.app_platform, "expiresAt": reply.expires_at}
+    )
+
+
+async def exit_client(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    data = await read_body(request)
+    user_id = ids.check_user_id("userId", required(data, "userId"))
+    platform = opt_str(data, "appPlatform")
+    if platform:
+        ids.check_choice("appPlatform", platform, ids.PLATFORMS)
+    node: EdgeNode = request.app.state.node
+    revoked = await node.auth.call(
+        "RevokeTokens", auth_pb2.RevokeTokensRequest(tenant=tenant, user_id=user_id, app_platform=platform)
+    )
+    kicked = await node.router.call(
+        "Kick",
+        router_pb2.KickRequest(tenant=tenant, user_id=user_id, app_platform=platform, reason="revoked"),
+    )
+    return ok({"revoked": revoked.revoked, "closed": kicked.closed})
+
+
+async def update_token_val(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    data = await read_body(request)
+    ttl = opt_int(data, "ttl")
+    if ttl is None:
+        raise PrimError(Code.INVALID_PARAMETER, "missing ttl")
+    ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
+    token = opt_str(data, "token")
+    node: EdgeNode = request.app.state.node
+    reply = await node.auth.call(
+        "UpdateTokenTtl", auth_pb2.UpdateTokenTtlRequest(tenant=tenant, ttl_seconds=ttl, token=token)
+    )
+    if token:
+        return ok({"expiresAt": reply.expires_at})
+    return ok({"defaultTtl": reply.default_ttl_seconds})
+
+
+# Routes: users
+
+
+def _page_args(request: Request) -> tuple[int, int]:
+    query = dict(request.query_params)
+    page = opt_int(query, "page", 1)
+    size = opt_int(query, "size", 100)
+    ids.check_int("page", page, 1, 1_000_000)
+    ids.check_int("size", size, 1, LIST_SIZE_MAX)
+    return page, size
+
+
+async def user_list(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    page, size = _page_args(request)
+    node: EdgeNode = request.app.state.node
+    reply = await node.presence.call(
+        "ListConnections",
+        presence_pb2.ListConnectionsRequest(tenant=tenant, offset=(page - 1) * size, limit=size),
+    )
+    return ok({"total": reply.total, "users": [user_dict(u) for u in reply.users]})
+
+
+async def user_online(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    data = await read_body(request)
+    user_id = ids.check_user_id("userId", required(data, "userId"))
+    node: EdgeNode = request.app.state.node
+    reply = await node.presence.call(
+        "ListConnections",
+        presence_pb2.ListConnectionsRequest(tenant=tenant, user_id=user_id, offset=0, limit=1000),
+    )
+    devices = [user_dict(u) for u in reply.users]
+    return ok({"userId": user_id, "online": bool(devices), "devices": devices})
+
+
+async def list_user_maps(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    node: EdgeNode = request.app.state.node
+    reply = await node.presence.call("NodeMap", presence_pb2.NodeMapRequest(tenant=tenant))
+    return ok({entry.node_id: [user_dict(u) for u in entry.users] for entry in reply.nodes})
+
+
+# Routes: messages
+
+
+async def send_msg(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    data = await read_body(request)
+    node: EdgeNode = request.app.state.node
+    sender_id = ids.check_user_id("from", required(data, "from"))
+    to_all = opt_bool(data, "all", False)
+    message = ids.check_text("message", required(data, "message"), node.settings.max_message_bytes)
+    msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info") or "info", ids.MSG_TYPES)
+    cont_type = ids.check_choice(
+        "msgContType", opt_str(data, "msgContType", "text") or "text", ids.MSG_CONT_TYPES
+    )
+    client_msg_id = opt_str(data, "clientMsgId")
+    if len(client_msg_id) > 128:
+        raise invalid("clientMsgId", client_msg_id[:16] + "...", "must be at most 128 characters")
+    persist = opt_bool(data, "persist", True)
+    profile = await node.auth.call("GetProfile", auth_pb2.GetProfileRequest(tenant=tenant, user_id=sender_id))
+    sender = common_pb2.Profile(user_id=sender_id, nickname=profile.nickname, avatar=profile.avatar)
+    if to_all:
+        reply = await node.router.call(
+            "Broadcast",
+            router_pb2.BroadcastRequest(
+                tenant=tenant,
+                sender=sender,
+                message=message,
+                msg_type=msg_type,
+                msg_cont_type=cont_type,
+                client_msg_id=client_msg_id,
+                persist=persist,
+            ),
+        )
+        return ok(
+            {
+                "msgId": reply.msg_id,
+                "seq": 0,
+                "broadcastSeq": reply.broadcast_seq,
+                "time": reply.time,
+                "delivered": reply.delivered,
+            }
+        )
+    to = ids.check_user_id("to", required(data, "to"))
+    reply = await node.router.call(
+        "Send",
+        router_pb2.SendRequest(
+            tenant=tenant,
+            sender=sender,
+            to=to,
+            message=message,
+            msg_type=msg_type,
+            msg_cont_type=cont_type,
+            client_msg_id=client_msg_id,
+            persist=persist,
+        ),
+    )
+    return ok({"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time, "delivered": reply.delivered})
+
+
+def _cursor_args(query: dict) -> dict[str, int]:
+    cursors = {}
+    for field, key in (("beforeSeq", "before_seq"), ("afterSeq", "after_seq")):
+        value = opt_int(query, field)
+        if value is not None:
+            cursors[key] = value
+    if len(cursors) == 2:
+        raise PrimError(Code.INVALID_PARAMETER, "invalid beforeSeq/afterSeq: set at most one of them")
+    limit = opt_int(query, "limit", 50)
+    ids.check_int("limit", limit, 1, HISTORY_LIMIT_MAX)
+    cursors["limit"] = limit
+    return cursors
+
+
+def _page(reply: common_pb2.MessagePage) -> Response:
+    return ok({"messages": [message_from_proto(m) for m in reply.messages], "hasMore": reply.has_more})
+
+
+async def get_msg(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    query = dict(request.query_params)
+    user_id = ids.check_user_id("userId", required(query, "userId"))
+    peer_id = ids.check_user_id("peerId", required(query, "peerId"))
+    node: EdgeNode = request.app.state.node
+    reply = await node.router.call(
+        "History",
+        router_pb2.HistoryRequest(tenant=tenant, user_id=user_id, peer_id=peer_id, **_cursor_args(query)),
+    )
+    return _page(reply)
+
+
+async def get_broadcast(request: Request) -> Response:
+    tenant = await require_tenant(request)
+    node: EdgeNode = request.app.state.node
+    reply = await node.router.call(
+        "BroadcastHistory",
+        router_pb2.BroadcastHistoryRequest(tenant=tenant, **_cursor_args(dict(request.query_params))),
+    )
+    return _page(reply)
+
+
+# Routes: system
+
+
+async def system_state(request: Request) -> Response:
+    node: EdgeNode = request.app.state.node
+    try:
+        nodes = (await node.presence.call("ListNodes", presence_pb2.ListNodesRequest())).nodes
+        edges_alive = len(nodes)
+    except PrimError:
+        nodes, edges_alive = [], None
+    ready = await node.ready()
+    data: dict[str, Any] = {
+        "status": "draining" if node.draining else ("ok" if ready else "degraded"),
+        "version": __version__,
+        "connections": len(node.hub),
+        "edgesAlive": edges_alive,
+    }
+    if is_operator(request):
+        data["details"] = {
+            "nodeId": node.node_id,
+            "startedAt": node.started_at,
+            "tenantsOnline": len(node.hub.by_tenant),
+            "edges": [
+                {"nodeId": n.node_id, "grpcAddr": n.grpc_addr, "httpAddr": n.http_addr, "startedAt": n.started_at}
+                for n in nodes
+            ],
+        }
+    return ok(data)
+
+
+async def healthz(request: Request) -> Response:
+    return ok({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    node: EdgeNode = request.app.state.node
+    if await node.ready():
+        return ok({"status": "ready"})
+    status = "draining" if node.draining else "a dependency is unreachable"
+    return JSON({"code": 1004, "msg": f"not ready: {status}", "data": None}, 503)

@@ -1,0 +1,257 @@
+"""One WebSocket on ``/acc``: login, then requests handled in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from bson import ObjectId
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from prim import ids
+from prim.errors import Code, PrimError, invalid
+from prim.messages import message_from_proto
+from prim.pb import auth_pb2, common_pb2, router_pb2
+
+from . import frames
+from .frames import FrameError
+from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, now_ms
+from .node import EdgeNode
+
+log = logging.getLogger("prim.edge.session")
+
+PRE_LOGIN_COMMANDS = ("login", "ping")
+SYNC_LIMIT_MAX = 500
+CLIENT_INFO_FIELDS = {"deviceInfo": "device_info", "qua": "qua", "address": "address"}
+
+
+def _bool(field: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(field, value, "must be true or false")
+    return value
+
+
+class Session:
+    def __init__(self, node: EdgeNode, websocket: WebSocket):
+        self.node = node
+        self.ws = websocket
+        settings = node.settings
+        self.conn = Connection(
+            str(ObjectId()),
+            self._send_text,
+            self._close,
+            settings.send_queue_frames,
+            settings.send_queue_bytes,
+        )
+        self.logged_in = False
+
+    async def _send_text(self, text: str) -> None:
+        await self.ws.send({"type": "websocket.send", "text": text})
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            await self.ws.close(code, reason)
+
+    def reply(self, frame_seq: str, cmd: str, data: Any) -> None:
+        self.conn.push(frames.encode_reply(frame_seq, cmd, 200, data))
+
+    def reply_error(self, error: PrimError, frame_seq: str = "", cmd: str = "") -> None:
+        self.conn.push(frames.encode_error(error, frame_seq, cmd))
+
+    # Lifecycle
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            token = self.ws.query_params.get("token")
+            if token is not None:
+                if not await self._login(token, "", "login", {}):
+                    return
+            await self._receive_loop()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.conn.closed = True
+            if self.logged_in:
+                await self.node.unregister(self.conn)
+                log.info("disconnected", extra=self._ids())
+
+    def _ids(self) -> dict[str, str]:
+        return {"conn_id": self.conn.conn_id, "tenant": self.conn.tenant, "user_id": self.conn.user_id}
+
+    async def _receive_loop(self) -> None:
+        settings = self.node.settings
+        while not self.conn.closed:
+            timeout = settings.heartbeat_timeout_seconds if self.logged_in else settings.login_timeout_seconds
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), timeout)
+            except TimeoutError:
+                reason = "heartbeat timeout" if self.logged_in else "login timeout"
+                await self.conn.close(CLOSE_NORMAL, reason)
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            self.conn.last_seen = time.monotonic()
+            await self._handle(raw)
+
+    async def _handle(self, raw: str | bytes) -> None:
+        frame_seq, cmd = "", ""
+        try:
+            frame_seq, cmd, data = frames.parse_request(raw)
+            if not self.logged_in and cmd not in PRE_LOGIN_COMMANDS:
+                if cmd not in HANDLERS:
+                    raise FrameError(Code.UNKNOWN_COMMAND, f"unknown cmd {cmd!r}")
+                raise FrameError(Code.NOT_LOGGED_IN, f"not logged in: send login before {cmd!r}")
+            handler = HANDLERS.get(cmd)
+            if handler is None:
+                raise FrameError(Code.UNKNOWN_COMMAND, f"unknown cmd {cmd!r}")
+            await handler(self, frame_seq, cmd, data)
+        except FrameError as exc:
+            self.reply_error(exc, exc.frame_seq or frame_seq, exc.cmd or cmd)
+        except PrimError as exc:
+            self.reply_error(exc, frame_seq, cmd)
+        except Exception:
+            log.exception("request failed", extra={**self._ids(), "cmd": cmd})
+            self.reply_error(PrimError(Code.SERVER_ERROR, "server error"), frame_seq, cmd)
+
+    # Commands
+
+    async def cmd_login(self, frame_seq: str, cmd: str, data: dict) -> None:
+        if self.logged_in:
+            raise PrimError(Code.OPERATION_FAILED, "already logged in on this connection")
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise PrimError(Code.UNAUTHORIZED, "invalid token: missing or not a string")
+        await self._login(token, frame_seq, cmd, data)
+
+    async def _login(self, token: str, frame_seq: str, cmd: str, data: dict) -> bool:
+        """Verify the token and record the connection; on failure reply 1003 and close 4001."""
+        try:
+            info = await self.node.auth.call("VerifyToken", auth_pb2.VerifyTokenRequest(token=token))
+            self._check_origin(info)
+        except PrimError as exc:
+            if exc.code not in (Code.UNAUTHORIZED, Code.FORBIDDEN):
+                self.reply_error(exc, frame_seq, cmd)
+                return False
+            self.reply_error(exc, frame_seq, cmd)
+            await self.conn.close(CLOSE_KICK, "unauthorized")
+            return False
+        if self.node.draining:
+            self.conn.push(frames.encode_reply("", "reconnect", 200, {"reason": "server restart"}))
+            await self.conn.close(CLOSE_RESTART, "server restart")
+            return False
+        self._fill_connection(info, data)
+        await self.node.register(self.conn, info.device_policy, info.max_devices)
+        self.logged_in = True
+        log.info("logged in", extra={**self._ids(), "app_platform": info.app_platform})
+        self.reply(frame_seq, cmd, frames.user_dict(self.conn.user))
+        return True
+
+    def _check_origin(self, info: auth_pb2.TokenInfo) -> None:
+        origin = self.ws.headers.get("origin")
+        if info.allowed_origins and origin is not None and origin not in info.allowed_origins:
+            raise PrimError(Code.FORBIDDEN, f"origin {origin!r} is not allowed for this tenant")
+
+    def _fill_connection(self, info: auth_pb2.TokenInfo, data: dict) -> None:
+        client = self.ws.client
+        now = now_ms()
+        user = common_pb2.User(
+            acc_ip=self.node.http_host,
+            acc_port=self.node.http_port,
+            app_platform=info.app_platform,
+            sys_account=info.tenant,
+            user_id=info.user_id,
+            avatar=info.avatar,
+            nickname=info.nickname,
+            client_ip=client.host if client else "",
+            client_port=str(client.port) if client else "",
+            login_time=now,
+            heartbeat_time=now,
+            node_id=self.node.node_id,
+            conn_id=self.conn.conn_id,
+        )
+        for key, attr in CLIENT_INFO_FIELDS.items():
+            value = data.get(key)
+            if isinstance(value, str):
+                setattr(user, attr, value[:256])
+        self.conn.user = user
+        self.conn.tenant = info.tenant
+        self.conn.user_id = info.user_id
+        self.conn.token_id = info.token_id
+        self.conn.expires_at = info.expires_at
+
+    async def cmd_ping(self, frame_seq: str, cmd: str, data: dict) -> None:
+        self.reply(frame_seq, cmd, "pong")
+
+    async def cmd_heartbeat(self, frame_seq: str, cmd: str, data: dict) -> None:
+        now = now_ms()
+        self.conn.user.heartbeat_time = now
+        self.reply(frame_seq, cmd, {"heartbeatTime": now})
+
+    async def cmd_msg(self, frame_seq: str, cmd: str, data: dict) -> None:
+        settings = self.node.settings
+        to = ids.check_user_id("to", data.get("to"))
+        message = ids.check_text("message", data.get("message"), settings.max_message_bytes)
+        msg_type = ids.check_choice("msgType", data.get("msgType", "info"), ids.MSG_TYPES)
+        cont_type = ids.check_choice("msgContType", data.get("msgContType", "text"), ids.MSG_CONT_TYPES)
+        client_msg_id = data.get("clientMsgId", "")
+        if not isinstance(client_msg_id, str) or len(client_msg_id) > 128:
+            raise invalid("clientMsgId", client_msg_id, "must be a string of at most 128 characters")
+        persist = _bool("persist", data.get("persist"), True)
+        user = self.conn.user
+        reply = await self.node.router.call(
+            "Send",
+            router_pb2.SendRequest(
+                tenant=self.conn.tenant,
+                sender=common_pb2.Profile(user_id=user.user_id, nickname=user.nickname, avatar=user.avatar),
+                to=to,
+                message=message,
+                msg_type=msg_type,
+                msg_cont_type=cont_type,
+                client_msg_id=client_msg_id,
+                persist=persist,
+                origin_conn_id=self.conn.conn_id,
+            ),
+        )
+        self.reply(frame_seq, cmd, {"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time})
+
+    async def cmd_sync(self, frame_seq: str, cmd: str, data: dict) -> None:
+        if "afterSeq" not in data:
+            raise invalid("afterSeq", None, "is required (0 for everything)")
+        after = data["afterSeq"]
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise invalid("afterSeq", after, "must be an integer of 0 or more")
+        limit = ids.check_int("limit", data.get("limit", 100), 1, SYNC_LIMIT_MAX)
+        page = await self.node.router.call(
+            "Sync",
+            router_pb2.SyncRequest(
+                tenant=self.conn.tenant, user_id=self.conn.user_id, after_seq=after, limit=limit
+            ),
+        )
+        self.reply(
+            frame_seq,
+            cmd,
+            {"messages": [message_from_proto(m) for m in page.messages], "hasMore": page.has_more},
+        )
+
+    async def cmd_exit(self, frame_seq: str, cmd: str, data: dict) -> None:
+        self.reply(frame_seq, cmd, None)
+        await self.conn.close(CLOSE_NORMAL, "exit")
+        await self.node.unregister(self.conn)
+
+
+HANDLERS = {
+    "login": Session.cmd_login,
+    "ping": Session.cmd_ping,
+    "heartbeat": Session.cmd_heartbeat,
+    "msg": Session.cmd_msg,
+    "sync": Session.cmd_sync,
+    "exit": Session.cmd_exit,
+}

@@ -1,0 +1,43 @@
+"""Settings of an edge node."""
+
+from prim.config import COMMON, Setting
+
+SETTINGS = [
+    *COMMON,
+    Setting("http_listen", str, "127.0.0.1:8089", "HTTP and WebSocket listen address (host:port)."),
+    Setting("listen", str, "127.0.0.1:50060", "gRPC listen address (host:port), dialled by the router."),
+    Setting("node_id", str, "", "Id of this edge node; empty uses host name and HTTP port."),
+    Setting(
+        "advertise_addr",
+        str,
+        "",
+        "gRPC address other services dial for this node; empty uses the listen address.",
+    ),
+    Setting("admin_token", str, "", "Operator token for operator routes; empty disables them.", secret=True),
+    Setting("auth_addr", str, "127.0.0.1:50051", "Address of the auth service (host:port)."),
+    Setting("presence_addr", str, "127.0.0.1:50052", "Address of the presence service (host:port)."),
+    Setting("router_addr", str, "127.0.0.1:50053", "Address of the router service (host:port)."),
+    Setting("max_message_bytes", int, 65536, "Largest WebSocket message and REST message field, in bytes."),
+    Setting(
+        "heartbeat_timeout_seconds",
+        float,
+        90.0,
+        "A connection with no frame for this long is closed, in seconds.",
+    ),
+    Setting("login_timeout_seconds", float, 10.0, "Time a new connection has to log in, in seconds."),
+    Setting(
+        "presence_ttl_seconds",
+        int,
+        30,
+        "Lifetime of presence entries; the node refreshes them every third of it, in seconds.",
+    ),
+    Setting("send_queue_frames", int, 1000, "Frames a connection's send queue holds before closing it with 1008."),
+    Setting(
+        "send_queue_bytes",
+        int,
+        4 * 1024 * 1024,
+        "Bytes a connection's send queue holds before closing it with 1008.",
+    ),
+    Setting("drain_seconds", float, 10.0, "Time allowed to drain connections on SIGTERM, in seconds."),
+    Setting("ws_ping_interval_seconds", float, 20.0, "Interval of WebSocket ping frames, in seconds."),
+]

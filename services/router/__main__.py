@@ -1,0 +1,18 @@
+"""``prim-router``: start the router service."""
+
+import asyncio
+
+from prim import config, logs
+
+from .server import run
+from .settings import SETTINGS
+
+
+def main() -> None:
+    settings = config.load("prim-router", SETTINGS)
+    logs.setup(settings.log_level, settings.log_format)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

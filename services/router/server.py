@@ -1,0 +1,68 @@
+"""Assembly of the router service."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from prim import service
+from prim.config import Settings
+from prim.pb import presence_pb2_grpc, router_pb2_grpc
+from prim.rpc import Peer
+
+from .delivery import EdgeNodes
+from .servicer import RouterServicer
+from .store import MessageStore
+
+SERVICE_NAMES = ["prim.v1.Router"]
+
+
+@dataclasses.dataclass
+class App:
+    servicers: list[tuple[Callable[[Any, Any], None], Any]]
+    service_names: list[str]
+    store: MessageStore
+    presence: Peer
+    nodes: EdgeNodes
+
+    async def check(self) -> bool:
+        return await self.store.ping() and await self.presence.check_health()
+
+    async def close(self) -> None:
+        await self.nodes.close()
+        await self.presence.close()
+        await self.store.close()
+
+
+async def build(settings: Settings) -> App:
+    store = MessageStore(
+        settings.mongo_url, settings.mongo_db, settings.mongo_write_concern, settings.store_batch_max
+    )
+    await store.start()
+    presence = Peer(
+        "presence",
+        settings.presence_addr,
+        presence_pb2_grpc.PresenceStub,
+        "prim.v1.Presence",
+        service_token=settings.service_token,
+        deadline=settings.grpc_deadline_seconds,
+    )
+    nodes = EdgeNodes(
+        presence, settings.service_token, settings.edge_deadline_seconds, settings.node_cache_seconds
+    )
+    servicer = RouterServicer(store, presence, nodes)
+    return App(
+        servicers=[(router_pb2_grpc.add_RouterServicer_to_server, servicer)],
+        service_names=SERVICE_NAMES,
+        store=store,
+        presence=presence,
+        nodes=nodes,
+    )
+
+
+async def run(settings: Settings) -> None:
+    app = await build(settings)
+    await service.serve(
+        "prim-router", settings, settings.listen, app.servicers, app.service_names, app.check, app.close
+    )

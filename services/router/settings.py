@@ -1,0 +1,25 @@
+"""Settings of the router service."""
+
+from prim.config import COMMON, Setting
+
+SETTINGS = [
+    *COMMON,
+    Setting("listen", str, "127.0.0.1:50053", "gRPC listen address (host:port)."),
+    Setting("mongo_url", str, "mongodb://127.0.0.1:27017/?directConnection=true", "MongoDB URL.", secret=True),
+    Setting("mongo_db", str, "prim", "MongoDB database name."),
+    Setting(
+        "mongo_write_concern",
+        str,
+        "majority",
+        "Write concern of stored messages: majority or a number of members.",
+    ),
+    Setting("presence_addr", str, "127.0.0.1:50052", "Address of the presence service (host:port)."),
+    Setting(
+        "edge_deadline_seconds",
+        float,
+        2.0,
+        "Deadline of one delivery to an edge node, in seconds; a dead edge costs at most this.",
+    ),
+    Setting("store_batch_max", int, 256, "Largest number of messages stored in one transaction."),
+    Setting("node_cache_seconds", float, 2.0, "How long the list of edge nodes is reused, in seconds."),
+]
