@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -66,6 +67,10 @@ def channel_options(service: str) -> list[tuple[str, Any]]:
 SERVER_OPTIONS = [
     # Accept the client keepalive pings above instead of answering GOAWAY.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    # Make clients reconnect now and then, so replicas added by an autoscaler
+    # get a share of long-lived channels.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -115,12 +120,19 @@ def make_server(
     return server, health_servicer
 
 
+# A health name that is SERVING while the process runs, whatever its
+# dependencies do; a liveness probe checks it so that an outage of MongoDB or
+# Redis does not restart every pod.
+LIVENESS_SERVICE = "liveness"
+
+
 async def set_health(health_servicer, service_names: Iterable[str], serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     for name in ["", *service_names]:
         await health_servicer.set(name, status)
 
@@ -137,6 +149,7 @@ class Peer:
         *,
         service_token: str = "",
         deadline: float = 5.0,
+        max_in_flight: int = 256,
     ):
         self.name = name
         self.target = target
@@ -144,16 +157,20 @@ class Peer:
         self.channel = grpc.aio.insecure_channel(target, options=channel_options(service))
         self.stub = stub_class(self.channel)
         self._metadata = (("authorization", f"Bearer {service_token}"),) if service_token else ()
+        # Thousands of calls at once on one channel fail with CANCELLED; callers
+        # past this bound wait for a slot instead.
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     async def call(self, method: str, request, *, timeout: float | None = None):
         """Call ``method`` of the stub; raise PrimError on failure."""
         rpc = getattr(self.stub, method)
         try:
-            return await rpc(
-                request,
-                timeout=timeout or self.deadline,
-                metadata=self._metadata,
-            )
+            async with self._slots:
+                return await rpc(
+                    request,
+                    timeout=timeout or self.deadline,
+                    metadata=self._metadata,
+                )
         except grpc.aio.AioRpcError as exc:
             error = from_rpc_error(exc, self.name)
             if isinstance(error, Unavailable):
