@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
 from typing import Any
 
@@ -62,17 +63,38 @@ async def read_body(request: Request) -> dict[str, Any]:
     try:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        raise PrimError(Code.INVALID_PARAMETER, "invalid body: not JSON or a form") from None
+        raise _body_error(body) from None
     if not isinstance(data, dict):
         raise PrimError(Code.INVALID_PARAMETER, "invalid body: expected a JSON object")
     return data
 
 
-def opt_str(data: dict, field: str, default: str = "") -> str:
+def _body_error(body: bytes) -> PrimError:
+    """Name the field when a JSON body is only invalid for a lone surrogate escape."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return PrimError(Code.INVALID_PARAMETER, "invalid body: not JSON or a form")
+    if isinstance(data, dict):
+        for field, value in data.items():
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return PrimError(
+                        Code.INVALID_PARAMETER,
+                        f"invalid {field}: not valid UTF-8 (lone surrogate escape)",
+                    )
+    return PrimError(Code.INVALID_PARAMETER, "invalid body: not valid UTF-8 JSON")
+
+
+def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) -> str:
     value = data.get(field, default)
     if value is None:
         return default
     if not isinstance(value, str):
+        if secret:
+            raise PrimError(Code.INVALID_PARAMETER, f"invalid {field}: must be a string")
         raise invalid(field, value, "must be a string")
     return value
 
@@ -125,10 +147,11 @@ def is_operator(request: Request) -> bool:
     return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
 
 
-def require_operator(request: Request) -> None:
+async def require_operator(request: Request) -> None:
     if is_operator(request):
         return
     if _basic(request) is not None:
+        await require_tenant(request)  # wrong credentials are 401, not 403
         raise PrimError(Code.FORBIDDEN, "forbidden: this route is for the operator only")
     raise PrimError(Code.UNAUTHORIZED, "unauthorized: operator token required")
 
@@ -170,10 +193,10 @@ def tenant_dict(tenant: auth_pb2.Tenant) -> dict[str, Any]:
 
 
 async def create_sys_client(request: Request) -> Response:
-    require_operator(request)
+    await require_operator(request)
     data = await read_body(request)
     account = ids.check_id("account", required(data, "account"))
-    password = opt_str(data, "password")
+    password = opt_str(data, "password", secret=True)
     if not 8 <= len(password) <= 128:
         raise PrimError(Code.INVALID_PARAMETER, "invalid password: must be 8-128 characters")
     phone = opt_str(data, "phoneNum")
@@ -188,9 +211,9 @@ async def create_sys_client(request: Request) -> Response:
 
 
 async def get_sys_client(request: Request) -> Response:
+    own = None if is_operator(request) else await require_tenant(request)
     account = ids.check_id("account", required(dict(request.query_params), "account"))
-    if not is_operator(request):
-        own = await require_tenant(request)
+    if own is not None:
         if own != account:
             raise PrimError(Code.NOT_FOUND, f"account {account!r} not found")
     node: EdgeNode = request.app.state.node
@@ -203,8 +226,8 @@ async def get_token(request: Request) -> Response:
     data = await read_body(request)
     user_id = ids.check_user_id("userId", required(data, "userId"))
     platform = ids.check_choice("appPlatform", opt_str(data, "appPlatform", "web") or "web", ids.PLATFORMS)
-    ttl = opt_int(data, "ttl", 0)
-    if ttl:
+    ttl = opt_int(data, "ttl")
+    if ttl is not None:
         ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
     node: EdgeNode = request.app.state.node
     reply = await node.auth.call(
@@ -248,7 +271,7 @@ async def update_token_val(request: Request) -> Response:
     if ttl is None:
         raise PrimError(Code.INVALID_PARAMETER, "missing ttl")
     ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
-    token = opt_str(data, "token")
+    token = opt_str(data, "token", secret=True)
     node: EdgeNode = request.app.state.node
     reply = await node.auth.call(
         "UpdateTokenTtl", auth_pb2.UpdateTokenTtlRequest(tenant=tenant, ttl_seconds=ttl, token=token)
