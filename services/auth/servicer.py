@@ -1,0 +1,249 @@
+"""The ``prim.v1.Auth`` gRPC servicer.
+
+Each method checks its request, acts through :class:`~prim.auth.store.Store`
+and ends a failed call with the contract code in the ``prim-code`` trailer.
+Passwords and tokens never appear in an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import re
+import secrets
+from typing import Any
+
+import grpc
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from prim.errors import Code, PrimError, Unavailable, abort, invalid
+from prim.ids import (
+    PLATFORMS,
+    TTL_MAX_SECONDS,
+    TTL_MIN_SECONDS,
+    check_choice,
+    check_id,
+    check_int,
+    check_user_id,
+)
+from prim.pb import auth_pb2, auth_pb2_grpc, common_pb2
+
+from . import tenants
+from .credentials import CredentialChecker
+from .store import Store, ms_to_datetime, now_ms
+
+log = logging.getLogger("prim.auth")
+
+PROFILE_TEXT_MAX_CHARS = 256
+_TOKEN_ID = re.compile(r"[0-9a-f]{64}")
+# Request fields that identify what a call acts on, logged with its errors.
+_ID_FIELDS = ("account", "tenant", "user_id", "app_platform", "client_addr")
+
+
+def token_id(token: str) -> str:
+    """Hash a token to its hex SHA-256, which is all the store keeps of it."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _invalid_token() -> PrimError:
+    return PrimError(Code.UNAUTHORIZED, "invalid or expired token")
+
+
+def _check_ttl(field: str, value: int) -> int:
+    return check_int(field, value, TTL_MIN_SECONDS, TTL_MAX_SECONDS)
+
+
+def _check_profile_text(field: str, value: str) -> str:
+    if len(value) > PROFILE_TEXT_MAX_CHARS:
+        raise invalid(
+            field, value[:32] + "...", f"must be at most {PROFILE_TEXT_MAX_CHARS} characters"
+        )
+    return value
+
+
+def _handle_errors(method):
+    """Turn a PrimError or a MongoDB failure into an aborted call, and log it."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        ids = {f: getattr(request, f) for f in _ID_FIELDS if getattr(request, f, "")}
+        try:
+            return await method(self, request, context)
+        except PrimError as error:
+            level = logging.WARNING if isinstance(error, Unavailable) else logging.INFO
+            log.log(
+                level,
+                "call failed",
+                extra={"method": method.__name__, "code": error.code.value, "error": error.msg}
+                | ids,
+            )
+            await abort(context, error)
+        except ConnectionFailure as exc:
+            log.warning(
+                "MongoDB unreachable",
+                extra={"method": method.__name__, "error": repr(exc)} | ids,
+            )
+            await abort(context, Unavailable("MongoDB unavailable"))
+        except PyMongoError:
+            log.exception("MongoDB operation failed", extra={"method": method.__name__} | ids)
+            await abort(context, PrimError(Code.SERVER_ERROR, "internal error"))
+
+    return wrapper
+
+
+class AuthServicer(auth_pb2_grpc.AuthServicer):
+    def __init__(self, store: Store, credentials: CredentialChecker, default_ttl_seconds: int):
+        self.store = store
+        self.credentials = credentials
+        self.default_ttl_seconds = default_ttl_seconds
+
+    @_handle_errors
+    async def CreateTenant(self, request, context):
+        account = check_id("account", request.account)
+        tenants.check_password(request.password)
+        tenants.check_phone(request.phone_num)
+        password_hash = await self.credentials.hasher.hash(request.password)
+        tenant = tenants.new_tenant(
+            account, request.phone_num, password_hash, self.default_ttl_seconds
+        )
+        await self.store.insert_tenant(tenant)
+        log.info("tenant created", extra={"account": account})
+        return tenants.to_message(tenant)
+
+    @_handle_errors
+    async def GetTenant(self, request, context):
+        account = check_id("account", request.account)
+        return tenants.to_message(await self._get_tenant(account))
+
+    @_handle_errors
+    async def VerifyTenant(self, request, context):
+        tenant = await self.credentials.verify(
+            request.account, request.password, request.client_addr
+        )
+        return tenants.to_message(tenant)
+
+    @_handle_errors
+    async def UpdateTenant(self, request, context):
+        account = check_id("account", request.account)
+        fields = tenants.update_fields(request)
+        tenant = await self.store.update_tenant(account, fields)
+        if tenant is None:
+            raise tenants.not_found(account)
+        return tenants.to_message(tenant)
+
+    @_handle_errors
+    async def IssueToken(self, request, context):
+        tenant_id = check_id("tenant", request.tenant)
+        user_id = check_user_id("user_id", request.user_id)
+        platform = check_choice("app_platform", request.app_platform or "web", PLATFORMS)
+        nickname = _check_profile_text("nickname", request.nickname)
+        avatar = _check_profile_text("avatar", request.avatar)
+        if request.ttl_seconds:
+            _check_ttl("ttl_seconds", request.ttl_seconds)
+        tenant = await self._get_tenant(tenant_id)
+        ttl = request.ttl_seconds or tenant.get("default_ttl_seconds", self.default_ttl_seconds)
+
+        token = secrets.token_urlsafe(32)
+        expires_ms = now_ms() + ttl * 1000
+        await self.store.insert_token(
+            {
+                "_id": token_id(token),
+                "tenant": tenant_id,
+                "user_id": user_id,
+                "app_platform": platform,
+                "nickname": nickname,
+                "avatar": avatar,
+                "created_at": now_ms(),
+                "expires_ms": expires_ms,
+                "expires_at": ms_to_datetime(expires_ms),
+            }
+        )
+        await self.store.set_profile(tenant_id, user_id, nickname, avatar)
+        return auth_pb2.IssueTokenReply(
+            token=token, user_id=user_id, app_platform=platform, expires_at=expires_ms
+        )
+
+    @_handle_errors
+    async def VerifyToken(self, request, context):
+        key = request.WhichOneof("key")
+        if key == "token" and request.token:
+            digest = token_id(request.token)
+        elif key == "token_id" and _TOKEN_ID.fullmatch(request.token_id):
+            digest = request.token_id
+        else:
+            raise _invalid_token()
+        token = await self.store.find_live_token(digest)
+        if token is None:
+            raise _invalid_token()
+        tenant = await self.store.get_tenant_cached(token["tenant"])
+        if tenant is None:
+            raise _invalid_token()
+        return _token_info(token, tenant)
+
+    @_handle_errors
+    async def RevokeTokens(self, request, context):
+        tenant_id = check_id("tenant", request.tenant)
+        user_id = check_user_id("user_id", request.user_id)
+        platform = request.app_platform
+        if platform:
+            check_choice("app_platform", platform, PLATFORMS)
+        revoked = await self.store.delete_tokens(tenant_id, user_id, platform)
+        log.info(
+            "tokens revoked",
+            extra={
+                "tenant": tenant_id,
+                "user_id": user_id,
+                "app_platform": platform,
+                "revoked": revoked,
+            },
+        )
+        return auth_pb2.RevokeTokensReply(revoked=revoked)
+
+    @_handle_errors
+    async def UpdateTokenTtl(self, request, context):
+        tenant_id = check_id("tenant", request.tenant)
+        ttl = _check_ttl("ttl_seconds", request.ttl_seconds)
+        if not request.token:
+            tenant = await self.store.update_tenant(tenant_id, {"default_ttl_seconds": ttl})
+            if tenant is None:
+                raise tenants.not_found(tenant_id)
+            return auth_pb2.UpdateTokenTtlReply(default_ttl_seconds=ttl)
+
+        expires_ms = now_ms() + ttl * 1000
+        if not await self.store.set_token_expiry(tenant_id, token_id(request.token), expires_ms):
+            # A token of another tenant gets the same error, so it looks absent.
+            raise PrimError(Code.NOT_FOUND, "token not found or expired")
+        return auth_pb2.UpdateTokenTtlReply(expires_at=expires_ms)
+
+    @_handle_errors
+    async def GetProfile(self, request, context):
+        tenant_id = check_id("tenant", request.tenant)
+        user_id = check_user_id("user_id", request.user_id)
+        profile = await self.store.get_profile(tenant_id, user_id) or {}
+        return common_pb2.Profile(
+            user_id=user_id,
+            nickname=profile.get("nickname", ""),
+            avatar=profile.get("avatar", ""),
+        )
+
+    async def _get_tenant(self, account: str) -> dict[str, Any]:
+        tenant = await self.store.get_tenant(account)
+        if tenant is None:
+            raise tenants.not_found(account)
+        return tenant
+
+
+def _token_info(token: dict[str, Any], tenant: dict[str, Any]) -> auth_pb2.TokenInfo:
+    return auth_pb2.TokenInfo(
+        token_id=token["_id"],
+        tenant=token["tenant"],
+        user_id=token["user_id"],
+        app_platform=token["app_platform"],
+        nickname=token.get("nickname", ""),
+        avatar=token.get("avatar", ""),
+        expires_at=token["expires_ms"],
+        device_policy=tenant.get("device_policy", tenants.DEFAULT_DEVICE_POLICY),
+        max_devices=tenant.get("max_devices", tenants.DEFAULT_MAX_DEVICES),
+        allowed_origins=tenant.get("allowed_origins", []),
+    )

@@ -1,0 +1,158 @@
+"""MongoDB access of the auth service: tenants, tokens and profiles.
+
+Every query on tokens and profiles carries the tenant, except the lookup of a
+token by its hash, which is how the tenant of a token is found. Tokens are
+stored only as the hex SHA-256 of the token string.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from prim.errors import Code, PrimError
+
+# A token document stays this long after its expiry before MongoDB's TTL
+# monitor deletes it; reads ignore it as soon as it expires.
+TOKEN_RETENTION_SECONDS = 3600
+# Tenant documents read for token checks are reused for this long, so a change
+# of settings or password reaches every replica within this time.
+TENANT_CACHE_SECONDS = 2.0
+_TENANT_CACHE_MAX = 10_000
+
+SERVER_SELECTION_TIMEOUT_MS = 2000
+MAX_POOL_SIZE = 100
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ms_to_datetime(ms: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+
+
+class Store:
+    """Tenants, tokens and profiles in one MongoDB database."""
+
+    def __init__(self, url: str, db_name: str):
+        self.client: AsyncMongoClient = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+            connectTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+            maxPoolSize=MAX_POOL_SIZE,
+            appname="prim-auth",
+        )
+        db = self.client[db_name]
+        self.tenants = db["tenants"]
+        self.tokens = db["tokens"]
+        self.profiles = db["profiles"]
+        # account -> (monotonic time the entry expires, tenant document)
+        self._tenant_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes. Creating an index that exists does nothing."""
+        await self.tokens.create_index("expires_at", expireAfterSeconds=TOKEN_RETENTION_SECONDS)
+        await self.tokens.create_index(
+            [("tenant", ASCENDING), ("user_id", ASCENDING), ("app_platform", ASCENDING)]
+        )
+        await self.profiles.create_index(
+            [("tenant", ASCENDING), ("user_id", ASCENDING)], unique=True
+        )
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # Tenants
+
+    async def insert_tenant(self, tenant: dict[str, Any]) -> None:
+        try:
+            await self.tenants.insert_one(tenant)
+        except DuplicateKeyError:
+            raise PrimError(
+                Code.OPERATION_FAILED, f"account {tenant['_id']!r} already exists"
+            ) from None
+
+    async def get_tenant(self, account: str) -> dict[str, Any] | None:
+        """Read a tenant from MongoDB and refresh its cache entry."""
+        tenant = await self.tenants.find_one({"_id": account})
+        if tenant is None:
+            self._tenant_cache.pop(account, None)
+        else:
+            self._cache_tenant(tenant)
+        return tenant
+
+    async def get_tenant_cached(self, account: str) -> dict[str, Any] | None:
+        """Return a tenant read at most ``TENANT_CACHE_SECONDS`` ago."""
+        entry = self._tenant_cache.get(account)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return await self.get_tenant(account)
+
+    def _cache_tenant(self, tenant: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if len(self._tenant_cache) >= _TENANT_CACHE_MAX:
+            expired = [key for key, (until, _) in self._tenant_cache.items() if until <= now]
+            for key in expired:
+                del self._tenant_cache[key]
+            if len(self._tenant_cache) >= _TENANT_CACHE_MAX:
+                self._tenant_cache.clear()
+        self._tenant_cache[tenant["_id"]] = (now + TENANT_CACHE_SECONDS, tenant)
+
+    async def update_tenant(self, account: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Set ``fields`` of a tenant and return the updated tenant, or None when absent."""
+        if not fields:
+            return await self.get_tenant(account)
+        tenant = await self.tenants.find_one_and_update(
+            {"_id": account}, {"$set": fields}, return_document=ReturnDocument.AFTER
+        )
+        if tenant is None:
+            self._tenant_cache.pop(account, None)
+        else:
+            self._cache_tenant(tenant)
+        return tenant
+
+    # Tokens
+
+    async def insert_token(self, token: dict[str, Any]) -> None:
+        await self.tokens.insert_one(token)
+
+    async def find_live_token(self, token_id: str) -> dict[str, Any] | None:
+        """Return the token with this hash unless it is unknown or expired."""
+        return await self.tokens.find_one({"_id": token_id, "expires_ms": {"$gt": now_ms()}})
+
+    async def delete_tokens(self, tenant: str, user_id: str, app_platform: str = "") -> int:
+        query: dict[str, Any] = {"tenant": tenant, "user_id": user_id}
+        if app_platform:
+            query["app_platform"] = app_platform
+        result = await self.tokens.delete_many(query)
+        return result.deleted_count
+
+    async def set_token_expiry(self, tenant: str, token_id: str, expires_ms: int) -> bool:
+        """Move the expiry of a live token of ``tenant``, and return False when there is none."""
+        result = await self.tokens.update_one(
+            {"_id": token_id, "tenant": tenant, "expires_ms": {"$gt": now_ms()}},
+            {"$set": {"expires_ms": expires_ms, "expires_at": ms_to_datetime(expires_ms)}},
+        )
+        return result.matched_count == 1
+
+    # Profiles
+
+    async def set_profile(self, tenant: str, user_id: str, nickname: str, avatar: str) -> None:
+        query = {"tenant": tenant, "user_id": user_id}
+        update = {"$set": {"nickname": nickname, "avatar": avatar, "updated_at": now_ms()}}
+        try:
+            await self.profiles.update_one(query, update, upsert=True)
+        except DuplicateKeyError:
+            # Another upsert of the same profile inserted first, so update its document.
+            await self.profiles.update_one(query, update)
+
+    async def get_profile(self, tenant: str, user_id: str) -> dict[str, Any] | None:
+        return await self.profiles.find_one({"tenant": tenant, "user_id": user_id})
