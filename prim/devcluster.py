@@ -94,6 +94,8 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         stdin=subprocess.DEVNULL,
+        # Ctrl-C reaches prim-dev only, which then stops the children in order.
+        start_new_session=True,
     )
     process = Process(name, proc, port, log_path)
     if wait:

@@ -68,11 +68,15 @@ async def test_backend_send_and_history_in_seq_order(cluster, acme):
         first = await u1.send("u2", "from u1")
         await next_msg(u2)
         sent = await acme.send_msg("u2", "from backend", to="u1")
-        assert sent["delivered"] == 1
+        # u1's connection, and u2's own connection as the sender's other device.
+        assert sent["delivered"] == 2
         pushed = await next_msg(u1)
         assert pushed["from"]["userId"] == "u2"
         assert pushed["message"] == "from backend"
         assert pushed["seq"] == 2
+        echoed = await next_msg(u2)
+        assert echoed["msgId"] == sent["msgId"]
+        assert echoed["seq"] == sent["seq"] == 2
 
         history = await acme.get_msg("u1", "u2")
         assert [m["message"] for m in history["messages"]] == ["from u1", "from backend"]

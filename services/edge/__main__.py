@@ -35,8 +35,10 @@ class EdgeServer(uvicorn.Server):
         self.drain_requested = drain_requested
 
     def handle_exit(self, sig, frame) -> None:
+        # Not calling super(): uvicorn would raise the signal again after serve()
+        # returns, which kills the process before the gRPC server stops.
         if self.drain_requested.is_set():
-            super().handle_exit(sig, frame)
+            self.should_exit = True
             self.force_exit = True
             return
         self.drain_requested.set()
