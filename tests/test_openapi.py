@@ -26,6 +26,8 @@ def route_methods() -> dict[str, set[str]]:
     for route in ROUTES:
         if not isinstance(route, Route) or route.path in UNDOCUMENTED_PATHS:
             continue
+        if not route.include_in_schema:  # web pages such as the console, not API routes
+            continue
         routes[route.path] = {method.lower() for method in route.methods if method != "HEAD"}
     return routes
 

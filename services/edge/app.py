@@ -82,7 +82,7 @@ ROUTES = [
     Route("/readyz", rest.readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
-    Route("/docs", docs, methods=["GET"]),
+    Route("/docs", docs, methods=["GET"], include_in_schema=False),
     Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"),
     WebSocketRoute("/acc", acc),
 ]
