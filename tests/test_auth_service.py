@@ -159,6 +159,26 @@ async def test_get_tenant(auth):
     assert "nobody" in error.msg
 
 
+async def test_list_tenants_pages_by_account(auth):
+    for account in ("carol", "acme", "bob"):
+        await auth.tenant(account)
+    first = await auth("ListTenants", offset=0, limit=2)
+    second = await auth("ListTenants", offset=2, limit=2)
+    assert first.total == 3
+    assert [tenant.account for tenant in first.tenants] == ["acme", "bob"]
+    assert [tenant.account for tenant in second.tenants] == ["carol"]
+    assert first.tenants[0].default_ttl_seconds == 43200
+    assert PASSWORD not in str(first)
+
+
+@pytest.mark.parametrize(
+    "fields", [{"offset": 0, "limit": 0}, {"offset": -1, "limit": 10}, {"offset": 0, "limit": 501}]
+)
+async def test_list_tenants_rejects_bad_page(auth, fields):
+    error = await auth.error("ListTenants", **fields)
+    assert error.code == 1001
+
+
 # VerifyTenant
 
 

@@ -14,7 +14,7 @@ from prim.messages import wire_message
 from prim.pb import common_pb2
 
 UNDOCUMENTED_PATHS = {"/docs"}
-OPERATOR_ONLY_PATHS = {"/sysClient/createSysClient"}
+OPERATOR_ONLY_PATHS = {"/sysClient/createSysClient", "/sysClient/listSysClients"}
 OPERATOR_OR_TENANT_PATHS = {"/sysClient/getSysClient"}
 PUBLIC_PATHS = {"/system/state", "/healthz", "/readyz", "/metrics", "/openapi.json"}
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

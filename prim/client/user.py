@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from typing import Any
 
 import msgspec
 import websockets
 
 from .errors import ApiError
+
+log = logging.getLogger("prim.client")
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -47,7 +50,14 @@ class UserConnection:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                frame = _decoder.decode(raw)
+                try:
+                    frame = _decoder.decode(raw)
+                except msgspec.DecodeError:
+                    log.warning("invalid frame from the server: not JSON")
+                    continue
+                if not isinstance(frame, dict):
+                    log.warning("invalid frame from the server: not an object")
+                    continue
                 future = self._waiting.pop(frame.get("seq") or "", None)
                 if future is not None and not future.done():
                     future.set_result(frame)
@@ -64,16 +74,23 @@ class UserConnection:
 
     async def send_frame(self, cmd: str, data: Any = None, frame_seq: str | None = None) -> str:
         frame_seq = frame_seq or str(next(self._seq))
-        await self.ws.send(_encoder.encode({"seq": frame_seq, "cmd": cmd, "data": data or {}}).decode())
+        await self.ws.send(
+            _encoder.encode({"seq": frame_seq, "cmd": cmd, "data": data or {}}).decode()
+        )
         return frame_seq
 
     async def request(self, cmd: str, data: Any = None, timeout: float = 10.0) -> Any:
         """Send a request and return its reply's data; raise ApiError on an error code."""
+        if self._reader.done():
+            raise ConnectionError(f"connection closed ({self.close_code})")
         frame_seq = str(next(self._seq))
         future = asyncio.get_running_loop().create_future()
         self._waiting[frame_seq] = future
-        await self.send_frame(cmd, data, frame_seq)
-        frame = await asyncio.wait_for(future, timeout)
+        try:
+            await self.send_frame(cmd, data, frame_seq)
+            frame = await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(frame_seq, None)
         response = frame["response"]
         if response["code"] != 200:
             raise ApiError(response["code"], response["codeMsg"], data=response.get("data"))
@@ -90,6 +107,24 @@ class UserConnection:
 
     async def next_push(self, timeout: float = 5.0) -> dict[str, Any]:
         return await asyncio.wait_for(self.pushes.get(), timeout)
+
+    async def receive_push(self) -> dict[str, Any] | None:
+        """Wait for the next push; return None once the connection closed and none is left."""
+        if self.pushes.empty() and not self._reader.done():
+            getter = asyncio.ensure_future(self.pushes.get())
+            await asyncio.wait({getter, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                return getter.result()
+            # A cancelled Queue.get() leaves its item in the queue.
+            getter.cancel()
+        if not self.pushes.empty():
+            return self.pushes.get_nowait()
+        return None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection closed and its last frames were read."""
+        return self._reader.done()
 
     async def wait_closed(self, timeout: float = 5.0) -> int | None:
         await asyncio.wait_for(asyncio.shield(self._reader), timeout)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from prim.pb import common_pb2 as prim_dot_pb_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12prim/pb/auth.proto\x12\x07prim.v1\x1a\x14prim/pb/common.proto\"\xa2\x01\n\x06Tenant\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tphone_num\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x1b\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x04 \x01(\x03\x12\x17\n\x0f\x61llowed_origins\x18\x05 \x03(\t\x12\x15\n\rdevice_policy\x18\x06 \x01(\t\x12\x13\n\x0bmax_devices\x18\x07 \x01(\x05\"K\n\x13\x43reateTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x11\n\tphone_num\x18\x03 \x01(\t\"#\n\x10GetTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"M\n\x13VerifyTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_addr\x18\x03 \x01(\t\"\xee\x01\n\x13UpdateTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12 \n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rdevice_policy\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x18\n\x0bmax_devices\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x13set_allowed_origins\x18\x05 \x01(\x08\x12\x17\n\x0f\x61llowed_origins\x18\x06 \x03(\tB\x16\n\x14_default_ttl_secondsB\x10\n\x0e_device_policyB\x0e\n\x0c_max_devices\"\x81\x01\n\x11IssueTokenRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\x12\x10\n\x08nickname\x18\x04 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x05 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x03\"[\n\x0fIssueTokenReply\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\"@\n\x12VerifyTokenRequest\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12\x12\n\x08token_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\xcf\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x04 \x01(\t\x12\x10\n\x08nickname\x18\x05 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\x03\x12\x15\n\rdevice_policy\x18\x08 \x01(\t\x12\x13\n\x0bmax_devices\x18\t \x01(\x05\x12\x17\n\x0f\x61llowed_origins\x18\n \x03(\t\"L\n\x13RevokeTokensRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\"$\n\x11RevokeTokensReply\x12\x0f\n\x07revoked\x18\x01 \x01(\x03\"K\n\x15UpdateTokenTtlRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\r\n\x05token\x18\x03 \x01(\t\"F\n\x13UpdateTokenTtlReply\x12\x12\n\nexpires_at\x18\x01 \x01(\x03\x12\x1b\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x02 \x01(\x03\"4\n\x11GetProfileRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t2\xd6\x04\n\x04\x41uth\x12=\n\x0c\x43reateTenant\x12\x1c.prim.v1.CreateTenantRequest\x1a\x0f.prim.v1.Tenant\x12\x37\n\tGetTenant\x12\x19.prim.v1.GetTenantRequest\x1a\x0f.prim.v1.Tenant\x12=\n\x0cVerifyTenant\x12\x1c.prim.v1.VerifyTenantRequest\x1a\x0f.prim.v1.Tenant\x12=\n\x0cUpdateTenant\x12\x1c.prim.v1.UpdateTenantRequest\x1a\x0f.prim.v1.Tenant\x12\x42\n\nIssueToken\x12\x1a.prim.v1.IssueTokenRequest\x1a\x18.prim.v1.IssueTokenReply\x12>\n\x0bVerifyToken\x12\x1b.prim.v1.VerifyTokenRequest\x1a\x12.prim.v1.TokenInfo\x12H\n\x0cRevokeTokens\x12\x1c.prim.v1.RevokeTokensRequest\x1a\x1a.prim.v1.RevokeTokensReply\x12N\n\x0eUpdateTokenTtl\x12\x1e.prim.v1.UpdateTokenTtlRequest\x1a\x1c.prim.v1.UpdateTokenTtlReply\x12:\n\nGetProfile\x12\x1a.prim.v1.GetProfileRequest\x1a\x10.prim.v1.Profileb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12prim/pb/auth.proto\x12\x07prim.v1\x1a\x14prim/pb/common.proto\"\xa2\x01\n\x06Tenant\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x11\n\tphone_num\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x1b\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x04 \x01(\x03\x12\x17\n\x0f\x61llowed_origins\x18\x05 \x03(\t\x12\x15\n\rdevice_policy\x18\x06 \x01(\t\x12\x13\n\x0bmax_devices\x18\x07 \x01(\x05\"K\n\x13\x43reateTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x11\n\tphone_num\x18\x03 \x01(\t\"#\n\x10GetTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"3\n\x12ListTenantsRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x05\x12\r\n\x05limit\x18\x02 \x01(\x05\"C\n\x10ListTenantsReply\x12\r\n\x05total\x18\x01 \x01(\x03\x12 \n\x07tenants\x18\x02 \x03(\x0b\x32\x0f.prim.v1.Tenant\"M\n\x13VerifyTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_addr\x18\x03 \x01(\t\"\xee\x01\n\x13UpdateTenantRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12 \n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rdevice_policy\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x18\n\x0bmax_devices\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x13set_allowed_origins\x18\x05 \x01(\x08\x12\x17\n\x0f\x61llowed_origins\x18\x06 \x03(\tB\x16\n\x14_default_ttl_secondsB\x10\n\x0e_device_policyB\x0e\n\x0c_max_devices\"\x81\x01\n\x11IssueTokenRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\x12\x10\n\x08nickname\x18\x04 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x05 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x03\"[\n\x0fIssueTokenReply\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\"@\n\x12VerifyTokenRequest\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12\x12\n\x08token_id\x18\x02 \x01(\tH\x00\x42\x05\n\x03key\"\xcf\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x04 \x01(\t\x12\x10\n\x08nickname\x18\x05 \x01(\t\x12\x0e\n\x06\x61vatar\x18\x06 \x01(\t\x12\x12\n\nexpires_at\x18\x07 \x01(\x03\x12\x15\n\rdevice_policy\x18\x08 \x01(\t\x12\x13\n\x0bmax_devices\x18\t \x01(\x05\x12\x17\n\x0f\x61llowed_origins\x18\n \x03(\t\"L\n\x13RevokeTokensRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\"$\n\x11RevokeTokensReply\x12\x0f\n\x07revoked\x18\x01 \x01(\x03\"K\n\x15UpdateTokenTtlRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\r\n\x05token\x18\x03 \x01(\t\"F\n\x13UpdateTokenTtlReply\x12\x12\n\nexpires_at\x18\x01 \x01(\x03\x12\x1b\n\x13\x64\x65\x66\x61ult_ttl_seconds\x18\x02 \x01(\x03\"4\n\x11GetProfileRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t2\x9d\x05\n\x04\x41uth\x12=\n\x0c\x43reateTenant\x12\x1c.prim.v1.CreateTenantRequest\x1a\x0f.prim.v1.Tenant\x12\x37\n\tGetTenant\x12\x19.prim.v1.GetTenantRequest\x1a\x0f.prim.v1.Tenant\x12\x45\n\x0bListTenants\x12\x1b.prim.v1.ListTenantsRequest\x1a\x19.prim.v1.ListTenantsReply\x12=\n\x0cVerifyTenant\x12\x1c.prim.v1.VerifyTenantRequest\x1a\x0f.prim.v1.Tenant\x12=\n\x0cUpdateTenant\x12\x1c.prim.v1.UpdateTenantRequest\x1a\x0f.prim.v1.Tenant\x12\x42\n\nIssueToken\x12\x1a.prim.v1.IssueTokenRequest\x1a\x18.prim.v1.IssueTokenReply\x12>\n\x0bVerifyToken\x12\x1b.prim.v1.VerifyTokenRequest\x1a\x12.prim.v1.TokenInfo\x12H\n\x0cRevokeTokens\x12\x1c.prim.v1.RevokeTokensRequest\x1a\x1a.prim.v1.RevokeTokensReply\x12N\n\x0eUpdateTokenTtl\x12\x1e.prim.v1.UpdateTokenTtlRequest\x1a\x1c.prim.v1.UpdateTokenTtlReply\x12:\n\nGetProfile\x12\x1a.prim.v1.GetProfileRequest\x1a\x10.prim.v1.Profileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETENANTREQUEST']._serialized_end=293
   _globals['_GETTENANTREQUEST']._serialized_start=295
   _globals['_GETTENANTREQUEST']._serialized_end=330
-  _globals['_VERIFYTENANTREQUEST']._serialized_start=332
-  _globals['_VERIFYTENANTREQUEST']._serialized_end=409
-  _globals['_UPDATETENANTREQUEST']._serialized_start=412
-  _globals['_UPDATETENANTREQUEST']._serialized_end=650
-  _globals['_ISSUETOKENREQUEST']._serialized_start=653
-  _globals['_ISSUETOKENREQUEST']._serialized_end=782
-  _globals['_ISSUETOKENREPLY']._serialized_start=784
-  _globals['_ISSUETOKENREPLY']._serialized_end=875
-  _globals['_VERIFYTOKENREQUEST']._serialized_start=877
-  _globals['_VERIFYTOKENREQUEST']._serialized_end=941
-  _globals['_TOKENINFO']._serialized_start=944
-  _globals['_TOKENINFO']._serialized_end=1151
-  _globals['_REVOKETOKENSREQUEST']._serialized_start=1153
-  _globals['_REVOKETOKENSREQUEST']._serialized_end=1229
-  _globals['_REVOKETOKENSREPLY']._serialized_start=1231
-  _globals['_REVOKETOKENSREPLY']._serialized_end=1267
-  _globals['_UPDATETOKENTTLREQUEST']._serialized_start=1269
-  _globals['_UPDATETOKENTTLREQUEST']._serialized_end=1344
-  _globals['_UPDATETOKENTTLREPLY']._serialized_start=1346
-  _globals['_UPDATETOKENTTLREPLY']._serialized_end=1416
-  _globals['_GETPROFILEREQUEST']._serialized_start=1418
-  _globals['_GETPROFILEREQUEST']._serialized_end=1470
-  _globals['_AUTH']._serialized_start=1473
-  _globals['_AUTH']._serialized_end=2071
+  _globals['_LISTTENANTSREQUEST']._serialized_start=332
+  _globals['_LISTTENANTSREQUEST']._serialized_end=383
+  _globals['_LISTTENANTSREPLY']._serialized_start=385
+  _globals['_LISTTENANTSREPLY']._serialized_end=452
+  _globals['_VERIFYTENANTREQUEST']._serialized_start=454
+  _globals['_VERIFYTENANTREQUEST']._serialized_end=531
+  _globals['_UPDATETENANTREQUEST']._serialized_start=534
+  _globals['_UPDATETENANTREQUEST']._serialized_end=772
+  _globals['_ISSUETOKENREQUEST']._serialized_start=775
+  _globals['_ISSUETOKENREQUEST']._serialized_end=904
+  _globals['_ISSUETOKENREPLY']._serialized_start=906
+  _globals['_ISSUETOKENREPLY']._serialized_end=997
+  _globals['_VERIFYTOKENREQUEST']._serialized_start=999
+  _globals['_VERIFYTOKENREQUEST']._serialized_end=1063
+  _globals['_TOKENINFO']._serialized_start=1066
+  _globals['_TOKENINFO']._serialized_end=1273
+  _globals['_REVOKETOKENSREQUEST']._serialized_start=1275
+  _globals['_REVOKETOKENSREQUEST']._serialized_end=1351
+  _globals['_REVOKETOKENSREPLY']._serialized_start=1353
+  _globals['_REVOKETOKENSREPLY']._serialized_end=1389
+  _globals['_UPDATETOKENTTLREQUEST']._serialized_start=1391
+  _globals['_UPDATETOKENTTLREQUEST']._serialized_end=1466
+  _globals['_UPDATETOKENTTLREPLY']._serialized_start=1468
+  _globals['_UPDATETOKENTTLREPLY']._serialized_end=1538
+  _globals['_GETPROFILEREQUEST']._serialized_start=1540
+  _globals['_GETPROFILEREQUEST']._serialized_end=1592
+  _globals['_AUTH']._serialized_start=1595
+  _globals['_AUTH']._serialized_end=2264
 # @@protoc_insertion_point(module_scope)

@@ -2,8 +2,8 @@ from prim.pb import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -40,6 +40,22 @@ class GetTenantRequest(_message.Message):
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     account: str
     def __init__(self, account: _Optional[str] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ("offset", "limit")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    limit: int
+    def __init__(self, offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTenantsReply(_message.Message):
+    __slots__ = ("total", "tenants")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
+    def __init__(self, total: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
 
 class VerifyTenantRequest(_message.Message):
     __slots__ = ("account", "password", "client_addr")

@@ -45,6 +45,11 @@ class AuthStub:
                 request_serializer=prim_dot_pb_dot_auth__pb2.GetTenantRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_auth__pb2.Tenant.FromString,
                 _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/prim.v1.Auth/ListTenants',
+                request_serializer=prim_dot_pb_dot_auth__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_auth__pb2.ListTenantsReply.FromString,
+                _registered_method=True)
         self.VerifyTenant = channel.unary_unary(
                 '/prim.v1.Auth/VerifyTenant',
                 request_serializer=prim_dot_pb_dot_auth__pb2.VerifyTenantRequest.SerializeToString,
@@ -94,6 +99,13 @@ class AuthServicer:
 
     def GetTenant(self, request, context):
         """Return a tenant without its password. NOT_FOUND when absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Return one page of tenants ordered by account, without their passwords.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +174,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.GetTenant,
                     request_deserializer=prim_dot_pb_dot_auth__pb2.GetTenantRequest.FromString,
                     response_serializer=prim_dot_pb_dot_auth__pb2.Tenant.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=prim_dot_pb_dot_auth__pb2.ListTenantsRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_auth__pb2.ListTenantsReply.SerializeToString,
             ),
             'VerifyTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyTenant,
@@ -253,6 +270,33 @@ class Auth:
             '/prim.v1.Auth/GetTenant',
             prim_dot_pb_dot_auth__pb2.GetTenantRequest.SerializeToString,
             prim_dot_pb_dot_auth__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prim.v1.Auth/ListTenants',
+            prim_dot_pb_dot_auth__pb2.ListTenantsRequest.SerializeToString,
+            prim_dot_pb_dot_auth__pb2.ListTenantsReply.FromString,
             options,
             channel_credentials,
             insecure,

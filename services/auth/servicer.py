@@ -36,6 +36,9 @@ from .store import Store, ms_to_datetime, now_ms
 log = logging.getLogger("prim.auth")
 
 PROFILE_TEXT_MAX_CHARS = 256
+# Bounds of a ListTenants page; the edge's listSysClients route has the same.
+LIST_LIMIT_MAX = 500
+LIST_OFFSET_MAX = 1_000_000_000
 _TOKEN_ID = re.compile(r"[0-9a-f]{64}")
 # Request fields that identify what a call acts on, logged with its errors.
 _ID_FIELDS = ("account", "tenant", "user_id", "app_platform", "client_addr")
@@ -115,6 +118,15 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
     async def GetTenant(self, request, context):
         account = check_id("account", request.account)
         return tenants.to_message(await self._get_tenant(account))
+
+    @_handle_errors
+    async def ListTenants(self, request, context):
+        offset = check_int("offset", request.offset, 0, LIST_OFFSET_MAX)
+        limit = check_int("limit", request.limit, 1, LIST_LIMIT_MAX)
+        total, page = await self.store.list_tenants(offset, limit)
+        return auth_pb2.ListTenantsReply(
+            total=total, tenants=[tenants.to_message(tenant) for tenant in page]
+        )
 
     @_handle_errors
     async def VerifyTenant(self, request, context):

@@ -80,6 +80,20 @@ class Store:
                 Code.OPERATION_FAILED, f"account {tenant['_id']!r} already exists"
             ) from None
 
+    async def list_tenants(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """Return the number of tenants and one page of them ordered by account.
+
+        The page leaves out the password hashes.
+        """
+        total = await self.tenants.count_documents({})
+        cursor = (
+            self.tenants.find({}, {"password_hash": 0})
+            .sort("_id", ASCENDING)
+            .skip(offset)
+            .limit(limit)
+        )
+        return total, await cursor.to_list()
+
     async def get_tenant(self, account: str) -> dict[str, Any] | None:
         """Read a tenant from MongoDB and refresh its cache entry."""
         tenant = await self.tenants.find_one({"_id": account})

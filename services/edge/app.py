@@ -9,7 +9,7 @@ import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -51,6 +51,28 @@ async def docs(request: Request) -> Response:
     return HTMLResponse(SWAGGER_PAGE)
 
 
+# Headers of the console and demo pages: scripts and styles from this edge only,
+# WebSockets to any edge node, and no framing, since the console acts with the
+# credentials typed into it.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+async def console_page(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "console.html", headers=PAGE_HEADERS)
+
+
+async def demo_page(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "demo.html", headers=PAGE_HEADERS)
+
+
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -68,9 +90,11 @@ async def server_error(request: Request, exc: Exception) -> Response:
 ROUTES = [
     Route("/sysClient/createSysClient", rest.create_sys_client, methods=["POST"]),
     Route("/sysClient/getSysClient", rest.get_sys_client, methods=["GET"]),
+    Route("/sysClient/listSysClients", rest.list_sys_clients, methods=["GET"]),
     Route("/sysClient/getToken", rest.get_token, methods=["POST"]),
     Route("/sysClient/exit", rest.exit_client, methods=["POST"]),
     Route("/sysClient/updateTokenVal", rest.update_token_val, methods=["POST"]),
+    Route("/sysClient/updateSettings", rest.update_settings, methods=["POST"]),
     Route("/user/list", rest.user_list, methods=["GET"]),
     Route("/user/online", rest.user_online, methods=["POST"]),
     Route("/user/listUserMaps", rest.list_user_maps, methods=["GET"]),
@@ -84,6 +108,9 @@ ROUTES = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"], include_in_schema=False),
     Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"),
+    Route("/console", console_page, methods=["GET"], include_in_schema=False),
+    Route("/demo", demo_page, methods=["GET"], include_in_schema=False),
+    Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     WebSocketRoute("/acc", acc),
 ]
 

@@ -460,6 +460,28 @@ def sys_client_paths() -> Schema:
         (400, 401, 404, 429, 500, 503),
         parameters=[query("account", identifier("Tenant account."), required=True)],
     )
+    list_all = operation(
+        "listSysClients",
+        "sysClient",
+        "List tenants",
+        "Returns one page of tenants ordered by account. Added to the original routes for the "
+        "operator's web console.",
+        "operator",
+        success(
+            "A page of tenants.",
+            object_schema(
+                {
+                    "total": integer("All tenants, not only this page.", minimum=0),
+                    "sysClients": {"type": "array", "items": ref("SysClient")},
+                }
+            ),
+        ),
+        (400, 401, 403, 500, 503),
+        parameters=[
+            query("page", integer("Page number.", minimum=1, maximum=PAGE_MAX, default=1)),
+            query("size", integer("Page size.", minimum=1, maximum=LIST_SIZE_MAX, default=100)),
+        ],
+    )
     get_token = operation(
         "getToken",
         "sysClient",
@@ -551,13 +573,78 @@ def sys_client_paths() -> Schema:
             )
         ),
     )
+    settings = settings_operation()
     return {
         "/sysClient/createSysClient": {"post": create},
         "/sysClient/getSysClient": {"get": get},
+        "/sysClient/listSysClients": {"get": list_all},
         "/sysClient/getToken": {"post": get_token},
         "/sysClient/exit": {"post": exit_user},
         "/sysClient/updateTokenVal": {"post": update_ttl},
+        "/sysClient/updateSettings": {"post": settings},
     }
+
+
+def settings_operation() -> Schema:
+    origin = string(
+        "An origin as browsers send it: scheme://host[:port], without a path.",
+        pattern="^" + ids.ORIGIN_PATTERN.pattern + "$",
+        maxLength=ids.ORIGIN_MAX_CHARS,
+    )
+    origins = {
+        "description": (
+            "Origins whose browsers may open WebSockets for this tenant's users; an empty list "
+            "allows every origin. A connection without an `Origin` header (an app, a server) is "
+            "always allowed. Compared exactly, as browsers send them. In a form, one string "
+            "of comma-separated origins."
+        ),
+        "oneOf": [
+            {"type": "array", "items": origin, "maxItems": ids.MAX_ORIGINS},
+            string("Comma-separated origins; an empty string clears the list."),
+        ],
+    }
+    policy = string(
+        "Which connections a new login replaces: `per-platform` (the user's connection on the "
+        "same platform), `single` (every other connection of the user) or `multi` (the oldest "
+        "ones past `maxDevices`).",
+        enum=list(ids.DEVICE_POLICIES),
+    )
+    max_devices = integer(
+        "Connections per user under the `multi` policy.", minimum=1, maximum=ids.MAX_DEVICES_LIMIT
+    )
+    default_ttl = ttl("Lifetime of new tokens.")
+    return operation(
+        "updateSettings",
+        "sysClient",
+        "Change the tenant's settings",
+        "Sets the fields given and returns all settings; an empty body changes nothing. Added to "
+        "the original routes. The change reaches new logins within a few seconds.",
+        "tenant",
+        success(
+            "The tenant's settings after the change.",
+            object_schema(
+                {
+                    "account": identifier("Tenant account."),
+                    "allowedOrigins": {"type": "array", "items": string()},
+                    "devicePolicy": policy,
+                    "maxDevices": max_devices,
+                    "defaultTtl": default_ttl,
+                }
+            ),
+        ),
+        (400, 413, *TENANT_ERRORS),
+        request_body=body(
+            object_schema(
+                {
+                    "allowedOrigins": origins,
+                    "devicePolicy": policy,
+                    "maxDevices": max_devices,
+                    "defaultTtl": default_ttl,
+                },
+                [],
+            )
+        ),
+    )
 
 
 def user_paths() -> Schema:

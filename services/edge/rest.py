@@ -13,7 +13,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from prim import __version__, ids
+from prim import __version__, ids, telemetry
 from prim.errors import Code, PrimError, invalid
 from prim.messages import message_from_proto
 from prim.pb import auth_pb2, common_pb2, presence_pb2, router_pb2
@@ -26,6 +26,7 @@ log = logging.getLogger("prim.edge.rest")
 LIST_SIZE_MAX = 500
 HISTORY_LIMIT_MAX = 200
 MAX_BODY_BYTES = 1024 * 1024
+SETTINGS_FIELDS = ("allowedOrigins", "devicePolicy", "maxDevices", "defaultTtl")
 
 
 class JSON(JSONResponse):
@@ -38,6 +39,7 @@ def ok(data: Any) -> Response:
 
 
 def error_response(error: PrimError) -> Response:
+    telemetry.record_error(error, "http")
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
@@ -221,6 +223,16 @@ async def get_sys_client(request: Request) -> Response:
     return ok(tenant_dict(tenant))
 
 
+async def list_sys_clients(request: Request) -> Response:
+    await require_operator(request)
+    page, size = _page_args(request)
+    node: EdgeNode = request.app.state.node
+    reply = await node.auth.call(
+        "ListTenants", auth_pb2.ListTenantsRequest(offset=(page - 1) * size, limit=size)
+    )
+    return ok({"total": reply.total, "sysClients": [tenant_dict(t) for t in reply.tenants]})
+
+
 async def get_token(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
@@ -257,6 +269,9 @@ async def exit_client(request: Request) -> Response:
     revoked = await node.auth.call(
         "RevokeTokens", auth_pb2.RevokeTokensRequest(tenant=tenant, user_id=user_id, app_platform=platform)
     )
+    # NOTE: a login whose token check passed just before RevokeTokens, and whose
+    # connection joins its hub just after this Kick, stays open until the
+    # token's original expiry, when the node's sweep finds it revoked.
     kicked = await node.router.call(
         "Kick",
         router_pb2.KickRequest(tenant=tenant, user_id=user_id, app_platform=platform, reason="revoked"),
@@ -279,6 +294,68 @@ async def update_token_val(request: Request) -> Response:
     if token:
         return ok({"expiresAt": reply.expires_at})
     return ok({"defaultTtl": reply.default_ttl_seconds})
+
+
+async def update_settings(request: Request) -> Response:
+    """Change the tenant's own settings; an empty body returns them unchanged."""
+    tenant = await require_tenant(request)
+    data = await read_body(request)
+    update = auth_pb2.UpdateTenantRequest(account=tenant)
+    default_ttl = opt_int(data, "defaultTtl")
+    if default_ttl is not None:
+        update.default_ttl_seconds = ids.check_int(
+            "defaultTtl", default_ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS
+        )
+    policy = opt_str(data, "devicePolicy")
+    if policy:
+        update.device_policy = ids.check_choice("devicePolicy", policy, ids.DEVICE_POLICIES)
+    max_devices = opt_int(data, "maxDevices")
+    if max_devices is not None:
+        update.max_devices = ids.check_int("maxDevices", max_devices, 1, ids.MAX_DEVICES_LIMIT)
+    if data.get("allowedOrigins") is not None:
+        update.set_allowed_origins = True
+        update.allowed_origins.extend(_origins(data["allowedOrigins"]))
+    node: EdgeNode = request.app.state.node
+    reply = await node.auth.call("UpdateTenant", update)
+    fields = [field for field in SETTINGS_FIELDS if data.get(field) is not None]
+    log.info("tenant settings updated", extra={"account": tenant, "fields": fields})
+    return ok(settings_dict(reply))
+
+
+def _origins(value: Any) -> list[str]:
+    """Check ``allowedOrigins``: a list of origins, or one string of comma-separated origins."""
+    if isinstance(value, str):
+        origins = [item.strip() for item in value.split(",") if item.strip()]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        origins = value
+    else:
+        shown_value = value if isinstance(value, (int, float, bool)) else type(value).__name__
+        raise invalid(
+            "allowedOrigins", shown_value, "must be a list of origins such as https://app.example.com"
+        )
+    if len(origins) > ids.MAX_ORIGINS:
+        raise invalid(
+            "allowedOrigins", f"{len(origins)} origins", f"must be at most {ids.MAX_ORIGINS}"
+        )
+    for origin in origins:
+        if len(origin) > ids.ORIGIN_MAX_CHARS or not ids.ORIGIN_PATTERN.fullmatch(origin):
+            raise invalid(
+                "allowedOrigins",
+                origin[: ids.ORIGIN_MAX_CHARS],
+                f"each origin must be scheme://host[:port] without a path, at most"
+                f" {ids.ORIGIN_MAX_CHARS} characters, such as https://app.example.com",
+            )
+    return origins
+
+
+def settings_dict(tenant: auth_pb2.Tenant) -> dict[str, Any]:
+    return {
+        "account": tenant.account,
+        "allowedOrigins": list(tenant.allowed_origins),
+        "devicePolicy": tenant.device_policy,
+        "maxDevices": tenant.max_devices,
+        "defaultTtl": tenant.default_ttl_seconds,
+    }
 
 
 # Routes: users
