@@ -112,7 +112,37 @@ COMMON = [
     ),
     Setting("grpc_deadline_seconds", float, 5.0, "Deadline of every internal gRPC call, in seconds."),
     Setting("grace_seconds", float, 5.0, "Time allowed for in-flight calls on SIGTERM, in seconds."),
+    Setting(
+        "grpc_tls_cert",
+        str,
+        "",
+        "PEM certificate (chain) of this process for internal gRPC; with PRIM_GRPC_TLS_KEY it"
+        " turns on TLS for this process's gRPC server and channels. Empty: plaintext.",
+    ),
+    Setting("grpc_tls_key", str, "", "PEM private key of PRIM_GRPC_TLS_CERT.", secret=True),
+    Setting(
+        "grpc_tls_ca",
+        str,
+        "",
+        "PEM CA bundle that peers' certificates must chain to; when set, gRPC servers also"
+        " require client certificates (mutual TLS). Empty: the system CAs, no client certificates.",
+    ),
+    Setting(
+        "grpc_tls_server_name",
+        str,
+        "",
+        "Name that peers' certificates must carry, when it differs from the host dialled"
+        " (edge nodes are dialled by pod IP); empty: the host of each address.",
+    ),
 ]
+
+# The Prometheus port of auth, presence and router. The edge serves /metrics on its HTTP port.
+METRICS_PORT = Setting(
+    "metrics_port",
+    int,
+    0,
+    "Port of the Prometheus /metrics HTTP server, on the host of PRIM_LISTEN; 0 disables it.",
+)
 
 
 def help_text(service: str, specs: Iterable[Setting]) -> str:
@@ -134,7 +164,23 @@ def load(service: str, specs: list[Setting], argv: list[str] | None = None) -> S
     )
     parser.parse_args(argv)
     try:
-        return Settings(specs)
+        settings = Settings(specs)
+        check_tls_files(settings)
+        return settings
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_tls_files(settings: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless the gRPC TLS settings name readable files, cert and key together."""
+    cert, key = settings.get("grpc_tls_cert", ""), settings.get("grpc_tls_key", "")
+    if bool(cert) != bool(key):
+        missing = "PRIM_GRPC_TLS_KEY" if cert else "PRIM_GRPC_TLS_CERT"
+        raise ConfigError(
+            f"{missing} is missing: set PRIM_GRPC_TLS_CERT and PRIM_GRPC_TLS_KEY together"
+        )
+    for name in ("grpc_tls_cert", "grpc_tls_key", "grpc_tls_ca"):
+        path = settings.get(name, "")
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"invalid {PREFIX}{name.upper()}={path!r}: not a readable file")

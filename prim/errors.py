@@ -12,6 +12,8 @@ import enum
 
 import grpc
 
+from prim import telemetry
+
 
 class Code(enum.IntEnum):
     OK = 200
@@ -54,6 +56,8 @@ _FROM_GRPC = {
 }
 
 CODE_METADATA_KEY = "prim-code"
+# Characters of an invalid value that an error message repeats.
+SHOWN_VALUE_MAX_CHARS = 100
 RETRY_AFTER_METADATA_KEY = "prim-retry-after"
 
 
@@ -88,12 +92,20 @@ class Unavailable(PrimError):
 
 
 def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAMETER) -> PrimError:
-    """An invalid-parameter error whose message names the field and value."""
-    return PrimError(code, f"invalid {field} {value!r}: {why}")
+    """Build an invalid-parameter error whose message names the field and value.
+
+    A value longer than ``SHOWN_VALUE_MAX_CHARS`` is cut, so a large input
+    does not come back whole in the reply and in the logs.
+    """
+    shown = repr(value)
+    if len(shown) > SHOWN_VALUE_MAX_CHARS:
+        shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"
+    return PrimError(code, f"invalid {field} {shown}: {why}")
 
 
 async def abort(context: grpc.aio.ServicerContext, error: PrimError) -> None:
     """End a gRPC call with the error's status, code and message."""
+    telemetry.record_error(error, "grpc")
     metadata = [(CODE_METADATA_KEY, str(error.code.value))]
     if error.retry_after is not None:
         metadata.append((RETRY_AFTER_METADATA_KEY, str(error.retry_after)))

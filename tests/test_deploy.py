@@ -296,3 +296,33 @@ def test_whole_number_settings_stay_integers(helm, tmp_path):
     edge = by_kind(documents, "ConfigMap")[f"{RELEASE}-edge"]["data"]
     assert edge["PRIM_MAX_MESSAGE_BYTES"] == "1048576"
     assert edge["PRIM_PRESENCE_TTL_SECONDS"] == "7.5"
+
+
+def test_metrics_and_tracing_values(helm):
+    _, default = render(helm)
+    common = by_kind(default, "ConfigMap")[f"{RELEASE}-common"]["data"]
+    assert common["OTEL_TRACES_EXPORTER"] == "none"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in common
+
+    _, documents = render(
+        helm,
+        set_values=[
+            "metrics.enabled=true",
+            "tracing.exporter=otlp",
+            "tracing.otlpEndpoint=http://collector:4317",
+        ],
+    )
+    config = by_kind(documents, "ConfigMap")
+    assert config[f"{RELEASE}-common"]["data"]["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert config[f"{RELEASE}-common"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317"
+    for component in GRPC_ONLY:
+        assert config[f"{RELEASE}-{component}"]["data"]["PRIM_METRICS_PORT"] == "9100"
+        doc = deployment(documents, component)
+        ports = {port["name"]: port["containerPort"] for port in only_container(doc)["ports"]}
+        assert ports["metrics"] == 9100
+        annotations = doc["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == "9100"
+    edge = deployment(documents, "edge")
+    # The edge serves /metrics on its HTTP port and has no PRIM_METRICS_PORT.
+    assert edge["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(EDGE_HTTP_PORT)
+    assert "PRIM_METRICS_PORT" not in config[f"{RELEASE}-edge"]["data"]

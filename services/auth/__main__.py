@@ -7,6 +7,7 @@ import sys
 
 import prim.config
 import prim.logs
+import prim.telemetry
 
 from .server import run
 from .settings import SETTINGS, check
@@ -20,6 +21,7 @@ def main() -> None:
         print(f"prim-auth: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     prim.logs.setup(settings.log_level, settings.log_format)
+    prim.telemetry.setup("auth")
     asyncio.run(run(settings))
 
 

@@ -7,7 +7,7 @@ import urllib.parse
 import limits
 from limits.storage import SCHEMES
 
-from prim.config import COMMON, PREFIX, ConfigError, Setting, Settings
+from prim.config import COMMON, METRICS_PORT, PREFIX, ConfigError, Setting, Settings
 from prim.ids import TTL_MAX_SECONDS, TTL_MIN_SECONDS
 
 from .credentials import storage_uri
@@ -15,6 +15,7 @@ from .credentials import storage_uri
 SETTINGS: list[Setting] = [
     *COMMON,
     Setting("listen", str, "127.0.0.1:50051", "gRPC listen address, host:port."),
+    METRICS_PORT,
     Setting(
         "mongo_url",
         str,

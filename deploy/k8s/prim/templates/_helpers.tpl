@@ -160,6 +160,12 @@ volumes:
 {{- $values := get .root.Values .component -}}
 checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
 checksum/secret: {{ toJson .root.Values.secret | sha256sum }}
+{{- if .root.Values.metrics.enabled }}
+{{- $port := eq .component "edge" | ternary .root.Values.edge.httpPort .root.Values.metrics.port }}
+prometheus.io/scrape: "true"
+prometheus.io/path: /metrics
+prometheus.io/port: {{ include "prim.settingValue" $port | quote }}
+{{- end }}
 {{- with $values.podAnnotations }}
 {{ toYaml . }}
 {{- end }}

@@ -1,0 +1,160 @@
+"""Prometheus metrics of the services, in prometheus_client's default registry.
+
+The edge serves them at ``/metrics`` on its HTTP port. Auth, presence and
+router serve them on their own HTTP port when ``PRIM_METRICS_PORT`` is not 0
+(:func:`start_server`). A process exports only the metrics it updates, plus
+prometheus_client's process and Python metrics.
+
+No metric has a tenant or user label, because their number has no bound and
+every label value is a separate time series. Every label here takes a value
+from a fixed set: frame commands outside the contract count as ``unknown`` or
+``other``, and error codes come from :class:`prim.errors.Code`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import msgspec
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger("prim.metrics")
+
+# Every cmd of the WebSocket contract: requests, and the pushes msg, kick and reconnect.
+FRAME_COMMANDS = frozenset(
+    {"login", "ping", "heartbeat", "msg", "sync", "exit", "kick", "reconnect"}
+)
+
+# Seconds, from a local delivery (about 1 ms) to the 2 s default edge deadline and past it.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+CONNECTIONS = Gauge("prim_connections", "Logged-in WebSocket connections on this edge node.")
+FRAMES_RECEIVED = Counter(
+    "prim_frames_received",
+    "WebSocket frames received, by cmd (unknown: a cmd prim does not have; invalid: not a request).",
+    ["cmd"],
+)
+FRAMES_SENT = Counter(
+    "prim_frames_sent",
+    "Frames written to WebSocket connections, by cmd: replies carry the request's cmd, "
+    "pushes msg, kick or reconnect.",
+    ["cmd"],
+)
+MESSAGES_STORED = Counter(
+    "prim_messages_stored",
+    "Messages stored by the router, by kind (direct or broadcast); repeated clientMsgIds not counted.",
+    ["kind"],
+)
+MESSAGES_DELIVERED = Counter(
+    "prim_messages_delivered",
+    "Pushes of messages that edge nodes accepted, one per connection reached, by kind.",
+    ["kind"],
+)
+DELIVERY_SECONDS = Histogram(
+    "prim_delivery_seconds",
+    "Time from a message's storage (its arrival when not stored) until the edge nodes "
+    "accepted its pushes, by kind; observed when at least one connection was reached.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+ERRORS = Counter(
+    "prim_errors",
+    "Errors returned to callers, by contract code and transport (http, websocket or grpc).",
+    ["code", "transport"],
+)
+GRPC_SERVER_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time this server took to handle a unary gRPC call, by service, method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+class _FrameHead(msgspec.Struct):
+    cmd: str = ""
+
+
+_head_decoder = msgspec.json.Decoder(_FrameHead)
+
+
+def count_frame_sent(frame: bytes) -> None:
+    """Count an encoded reply or push by its ``cmd``; a cmd outside the contract counts as ``other``."""
+    try:
+        cmd = _head_decoder.decode(frame).cmd
+    except msgspec.DecodeError:
+        cmd = ""
+    FRAMES_SENT.labels(cmd if cmd in FRAME_COMMANDS else "other").inc()
+
+
+def count_error(code: int, transport: str) -> None:
+    ERRORS.labels(str(int(code)), transport).inc()
+
+
+def start_server(settings: Any, listen: str) -> int | None:
+    """Serve /metrics on ``settings.metrics_port`` at the host of ``listen`` and return the port.
+
+    Return None when the setting is 0, and exit when the port is taken. The
+    server runs in a daemon thread of prometheus_client and stops with the process.
+    """
+    port = settings.get("metrics_port", 0)
+    if not port:
+        return None
+    host = listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+    try:
+        prometheus_client.start_http_server(port, addr=host)
+    except OSError as exc:
+        raise SystemExit(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    log.info("metrics server started", extra={"metrics_listen": f"{host}:{port}"})
+    return port
+
+
+class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Observe the handling time of every unary-unary call in GRPC_SERVER_HANDLING.
+
+    Streaming methods (only the health service's Watch) are passed through
+    without measurement, and so are calls to methods the server does not
+    have, which keeps the method label a fixed set.
+    """
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        return grpc.unary_unary_rpc_method_handler(
+            _timed(handler.unary_unary, service, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _timed(behavior: Callable[..., Awaitable[Any]], service: str, method: str):
+    async def timed(request, context):
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await behavior(request, context)
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            GRPC_SERVER_HANDLING.labels(service, method, code.name).observe(elapsed)
+
+    return timed
+
+
+def observe_delivery(kind: str, delivered: int, since: float) -> None:
+    """Count the pushes of one message and observe its delivery time from ``since``.
+
+    ``since`` is a ``time.perf_counter()`` value taken when the message was
+    stored, or when it arrived if it is not stored.
+    """
+    MESSAGES_DELIVERED.labels(kind).inc(delivered)
+    if delivered:
+        DELIVERY_SECONDS.labels(kind).observe(time.perf_counter() - since)
