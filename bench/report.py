@@ -1,0 +1,517 @@
+"""Write docs/benchmarks.md and docs/benchmarks/chart.png from results.json.
+
+``python -m bench.report`` redraws both from the last docs/benchmarks/results.json;
+bench/run.py calls :func:`write` at the end of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the backend
+
+from bench.systems import FRAMEWORK_PEERS, ROOT
+
+ORDER = ["prim", "socketio", "channels", "relay"]
+KIB = 1024
+# Scenarios whose messages are checked for loss, duplicates and order.
+CHECKED = ["live", "latency", "stored", "profile_live", "profile_stored", "broadcast"]
+
+
+def value(results: dict, system: str, scenario: str, *keys):
+    """Return a nested number, or None when the system, scenario or key is missing."""
+    item = results["systems"].get(system, {}).get(scenario)
+    for key in keys:
+        if not isinstance(item, dict):
+            return None
+        item = item.get(key)
+    return item
+
+
+def number(x, digits: int = 0, suffix: str = "") -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}{suffix}"
+
+
+def systems_in(results: dict) -> list[str]:
+    return [name for name in ORDER if name in results["systems"]]
+
+
+def best_peer(results: dict, scenario: str, keys: tuple, lowest: bool = False):
+    """Return (system, value) of the framework peer with the best result, or (None, None)."""
+    found = [(name, value(results, name, scenario, *keys)) for name in FRAMEWORK_PEERS]
+    found = [(name, x) for name, x in found if x is not None]
+    if not found:
+        return None, None
+    return (min if lowest else max)(found, key=lambda item: item[1])
+
+
+def integrity(results: dict, system: str) -> dict[str, int] | None:
+    """Add up loss, duplicates and order faults over the checked scenarios; None if none ran."""
+    totals = {"lost": 0, "duplicated": 0, "reordered": 0, "misrouted": 0}
+    measured = False
+    for scenario in CHECKED:
+        if value(results, system, scenario, "lost") is None:
+            continue
+        measured = True
+        for key in totals:
+            totals[key] += value(results, system, scenario, key) or 0
+    return totals if measured else None
+
+
+# Targets
+
+
+def targets(results: dict) -> list[list[str]]:
+    rows = []
+    prim_live = value(results, "prim", "live", "delivered_per_second")
+    peer, peer_live = best_peer(results, "live", ("delivered_per_second",))
+    rows.append(
+        ratio_row(
+            "1. live cross-node throughput ≥ 2× best peer", prim_live, peer_live, peer, 2.0, "msg/s"
+        )
+    )
+
+    prim_p99 = value(results, "prim", "latency", "latency_ms", "p99")
+    peer, peer_p99 = best_peer(results, "latency", ("latency_ms", "p99"), lowest=True)
+    met = None if prim_p99 is None or peer_p99 is None else prim_p99 <= peer_p99
+    if value(results, "prim", "latency", "overloaded"):
+        met = False
+    rows.append(
+        [
+            "2. p99 at 1,000 msg/s ≤ best peer's",
+            number(prim_p99, 1, " ms"),
+            f"{number(peer_p99, 1, ' ms')} ({peer})",
+            ratio_text(prim_p99, peer_p99),
+            verdict(met),
+        ]
+    )
+
+    stored = value(results, "prim", "stored", "delivered_per_second")
+    insert_many = value(results, "prim", "mongo_insert", "insert_many_per_second")
+    insert_one = value(results, "prim", "mongo_insert", "insert_one_per_second")
+    rows.append(
+        ratio_row(
+            "3. stored throughput ≥ 0.7× Mongo insert rate (insert_many)",
+            stored,
+            insert_many,
+            "insert_many",
+            0.7,
+            "msg/s",
+        )
+    )
+    rows.append(
+        ratio_row(
+            "3b. the same against the insert_one loop (for reference)",
+            stored,
+            insert_one,
+            "insert_one",
+            0.7,
+            "msg/s",
+        )
+    )
+
+    rss = value(results, "prim", "idle", "rss_per_connection_bytes")
+    met = None if rss is None else rss <= 20 * KIB
+    rows.append(
+        [
+            "4. ≤ 20 KiB RSS per idle connection (edge)",
+            number(rss and rss / KIB, 1, " KiB"),
+            "20 KiB",
+            "",
+            verdict(met),
+        ]
+    )
+
+    storm = value(results, "prim", "storm", "connects_per_second")
+    met = None if storm is None else storm >= 1000
+    rows.append(
+        [
+            "5. ≥ 1,000 token-verified connects/s per edge",
+            number(storm, 0, "/s"),
+            "1,000/s",
+            "",
+            verdict(met),
+        ]
+    )
+
+    checked = integrity(results, "prim")
+    met = None if checked is None else not any(checked.values())
+    listed = ", ".join(f"{k} {v}" for k, v in checked.items()) if checked else "n/a"
+    rows.append(["6. no loss, duplicates or reordering", listed, "0", "", verdict(met)])
+    return rows
+
+
+def ratio_text(ours, theirs) -> str:
+    if ours is None or not theirs:
+        return "n/a"
+    return f"{ours / theirs:.2f}×"
+
+
+def ratio_row(label, ours, theirs, reference, needed: float, unit: str) -> list[str]:
+    met = None if ours is None or not theirs else ours / theirs >= needed
+    return [
+        label,
+        number(ours, 0, f" {unit}"),
+        f"{number(theirs, 0, f' {unit}')} ({reference})",
+        ratio_text(ours, theirs),
+        verdict(met),
+    ]
+
+
+def verdict(met) -> str:
+    return {True: "met", False: "**not met**", None: "not measured"}[met]
+
+
+# Tables
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(results: dict) -> str:
+    names = systems_in(results)
+    labels = [results["systems"][name]["label"] for name in names]
+
+    def row(title, scenario, keys, digits=0, scale=1.0, suffix=""):
+        cells = []
+        for name in names:
+            x = value(results, name, scenario, *keys)
+            error = value(results, name, scenario, "error")
+            cell = f"error: {error}" if error else number(x and x * scale, digits, suffix)
+            if value(results, name, scenario, "overloaded"):
+                cell += " (overloaded)"
+            cells.append(cell)
+        return [title, *cells]
+
+    rows = [
+        row("1. live cross-node, delivered msg/s", "live", ("delivered_per_second",)),
+        row("1. stored (prim), delivered msg/s", "stored", ("delivered_per_second",)),
+        row("1. p50 at 1,000 msg/s, ms", "latency", ("latency_ms", "p50"), 1),
+        row("1. p99 at 1,000 msg/s, ms", "latency", ("latency_ms", "p99"), 1),
+        row("1. p99 at saturation, ms", "live", ("latency_ms", "p99"), 1),
+        row("2. RSS per idle connection, KiB", "idle", ("rss_per_connection_bytes",), 1, 1 / KIB),
+        row("2. idle connections held", "idle", ("connected",)),
+        row("3. connect storm, connects/s", "storm", ("connects_per_second",)),
+        row("3. connect storm, failed", "storm", ("failed",)),
+        row("4. broadcast, deliveries/s", "broadcast", ("deliveries_per_second",)),
+        row("4. broadcast, p99 ms", "broadcast", ("latency_ms", "p99"), 1),
+    ]
+    for key in ("lost", "duplicated", "reordered"):
+        rows.append(
+            [
+                f"all scenarios, {key}",
+                *(str((integrity(results, n) or {}).get(key, "n/a")) for n in names),
+            ]
+        )
+    return table(["scenario", *labels], rows)
+
+
+def integrity_table(results: dict) -> str:
+    rows = []
+    for name in systems_in(results):
+        for scenario in CHECKED:
+            item = results["systems"][name].get(scenario)
+            if not isinstance(item, dict) or "error" in item:
+                continue
+            drops = item.get("server_drops") or {}
+            rows.append(
+                [
+                    name,
+                    scenario,
+                    number(item.get("sent") or item.get("expected_deliveries")),
+                    number(item.get("received")),
+                    item.get("lost"),
+                    item.get("duplicated"),
+                    item.get("reordered"),
+                    item.get("stalls", 0),
+                    item.get("rejected", ""),
+                    ", ".join(f"{k} {v}" for k, v in drops.items() if v) or "0",
+                ]
+            )
+    header = [
+        "system",
+        "scenario",
+        "sent / expected",
+        "received",
+        "lost",
+        "duplicated",
+        "reordered",
+        "stalls",
+        "rejected",
+        "server drops",
+    ]
+    return table(header, rows)
+
+
+def profile_section(results: dict) -> str:
+    parts = []
+    for scenario in ("profile_live", "profile_stored"):
+        profiles = value(results, "prim", scenario, "profile") or {}
+        for process, summary in profiles.items():
+            title = f"#### {scenario.removeprefix('profile_')} run, {process}"
+            if "error" in summary:
+                parts.append(f"{title}\n\n{summary['error']}")
+                continue
+            if not summary["samples"]:
+                parts.append(f"{title}\n\nNo sample held the GIL: the process was idle.")
+                continue
+            busy = summary.get("busy_share")
+            own = [[f"`{frame}`", f"{share:.1%}"] for frame, share in summary["self"][:8]]
+            under = [[f"`{frame}`", f"{share:.1%}"] for frame, share in summary["inclusive"][:8]]
+            parts.append(
+                f"{title}\n\n{summary['samples']:,} samples, holding the GIL in about {number(busy and busy * 100)} % "
+                f"of the ticks (an estimate of one core's use by Python code).\n\n"
+                + table(["self time (innermost frame)", "share"], own)
+                + "\n\n"
+                + table(["inclusive (frame on the stack)", "share"], under)
+            )
+    return "\n\n".join(parts) if parts else "No profile in this run (`--no-profile`)."
+
+
+def machine_section(results: dict) -> str:
+    machine = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v)
+    load = ", ".join(f"{x:.2f}" for x in machine["load_average_at_start"])
+    return (
+        f"- CPU: {machine['cpu_model']}, {machine['logical_cores']} logical cores "
+        f"({machine['physical_cores']} physical), RAM {machine['ram_bytes'] / 2**30:.1f} GiB, "
+        f"{machine['os']}\n"
+        f"- load average when the run started: {load}\n"
+        f"- open-file limit of the harness and servers: {results['open_file_limit']:,}\n"
+        f"- versions: {versions}"
+    )
+
+
+def mongo_sentence(results: dict) -> str:
+    insert = results["systems"].get("prim", {}).get("mongo_insert") or {}
+    return (
+        "Mongo server (`secantusd-py`, the development stand-in that `Cluster` starts, storage\n"
+        "in memory), measured in the same run with pymongo and write concern majority:\n"
+        f"{number(insert.get('insert_one_per_second'))} documents/s with an insert_one loop, "
+        f"{number(insert.get('insert_many_per_second'))} documents/s\n"
+        f"with insert_many batches of {insert.get('batch', 'n/a')}."
+    )
+
+
+def busy_note(results: dict) -> str:
+    """Warn when other work was running: a load average above half the cores at the start."""
+    machine = results["machine"]
+    if machine["load_average_at_start"][0] <= machine["logical_cores"] / 2:
+        return ""
+    return (
+        "NOTE: other work was running on the machine when this run started (see the load\n"
+        "average above), so these numbers are noisy and only roughly comparable between\n"
+        "systems. Compare runs made on a quiet machine.\n"
+    )
+
+
+# Chart
+
+
+def chart(results: dict, path: Path) -> None:
+    names = systems_in(results)
+    panels = [
+        ("live cross-node msg/s", "live", ("delivered_per_second",), 1.0),
+        ("p99 ms at 1,000 msg/s", "latency", ("latency_ms", "p99"), 1.0),
+        ("RSS KiB per idle connection", "idle", ("rss_per_connection_bytes",), 1 / KIB),
+        ("connect storm, connects/s", "storm", ("connects_per_second",), 1.0),
+        ("broadcast deliveries/s", "broadcast", ("deliveries_per_second",), 1.0),
+    ]
+    figure, axes = plt.subplots(2, 3, figsize=(14, 8))
+    colors = {"prim": "#d62728", "socketio": "#1f77b4", "channels": "#2ca02c", "relay": "#7f7f7f"}
+    for axis, (title, scenario, keys, scale) in zip(axes.flat, panels):
+        found = [value(results, n, scenario, *keys) for n in names]
+        values = [(x or 0) * scale for x in found]
+        axis.bar(names, values, color=[colors[n] for n in names])
+        axis.set_title(title)
+        for index, x in enumerate(values):
+            label = "n/a" if found[index] is None else f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
+            axis.annotate(label, (index, x), ha="center", va="bottom", fontsize=8)
+    stored_axis = axes.flat[5]
+    bars = {
+        "prim live": value(results, "prim", "live", "delivered_per_second"),
+        "prim stored": value(results, "prim", "stored", "delivered_per_second"),
+        "insert_one": value(results, "prim", "mongo_insert", "insert_one_per_second"),
+        "insert_many": value(results, "prim", "mongo_insert", "insert_many_per_second"),
+    }
+    stored_axis.bar(list(bars), [x or 0 for x in bars.values()], color="#d62728")
+    stored_axis.set_title("prim vs the Mongo server, per s")
+    stored_axis.tick_params(axis="x", labelrotation=15)
+    figure.suptitle(f"prim benchmark ({results['mode']} run, {results['started_at']})")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# Page
+
+
+def page(results: dict, chart_path: str) -> str:
+    plan = results["plan"]
+    return f"""# Benchmarks
+
+prim against Python peers that do the same job: python-socketio (`AsyncServer`
+with `AsyncRedisManager`), Django Channels with channels_redis, and as a ceiling
+a single-process picows relay that forwards from an in-memory map. Each system
+runs alone on this machine, and each scenario is driven from a separate load
+generator process (picows clients on uvloop, `bench/loadgen.py`).
+
+Run it with `make bench-quick` (a few minutes) or `make bench` (longer windows,
+more idle connections). Both install the `bench` extra, run `bench/run.py`,
+and rewrite this page, `docs/benchmarks/results.json` and
+`docs/benchmarks/chart.png`.
+
+## This run
+
+{results["mode"]} run from {results["started_at"]} to {results["finished_at"]}.
+
+{machine_section(results)}
+
+{busy_note(results)}
+
+## Targets
+
+prim's targets compare it with the best of the two framework peers
+(python-socketio and Django Channels); the relay is a ceiling, not a target.
+prim is not optimised yet: these are the starting numbers.
+
+{table(["target", "prim", "reference", "ratio", "verdict"], targets(results))}
+
+## Results
+
+{results_table(results)}
+
+{mongo_sentence(results)}
+
+![benchmark chart]({chart_path})
+
+### Loss, duplicates and order
+
+Every payload carries its stream and sequence number. *Lost* is sent minus
+received by the end of a drain of up to 15 s after the last send, so a server
+that builds a backlog it cannot clear in time shows it as loss. *Reordered*
+counts messages that arrived after a later one of the same stream. prim's
+broadcasts are sent by concurrent REST calls, so for them it counts pushes
+that arrived after one with a higher `broadcastSeq`. *Stalls* counts the
+times a sender found nothing delivered for 2 s and wrote off its in-flight
+window to go on. *Rejected* counts error replies from prim, whose messages
+are not expected. *Server drops* are the drop counters the peers report.
+
+{integrity_table(results)}
+
+## Scenarios
+
+1. **Cross-node 1:1.** {plan["pairs"]} senders on server 1, each paired with a
+   receiver on server 2. At saturation each pair keeps {plan["window"]} messages
+   in flight (sent, not yet received), for {plan["warmup_seconds"]:g} s of warm-up
+   and a {plan["saturation_seconds"]:g} s window; only deliveries inside the window
+   count. Latency runs at a fixed {plan["latency_rate"]:,} msg/s over all pairs
+   for {plan["latency_seconds"]:g} s, each message timestamped with its scheduled
+   send time, so a late send counts its wait. A system that delivers less than
+   95 % of that rate is marked overloaded: its latency then measures its
+   backlog. prim runs with `"persist": false` (live) and with stored messages
+   (stored).
+2. **Idle connections.** {plan["idle_connections"]:,} clients connect and log in
+   to server 1 (prim: edge 1 with a token each) and stay idle. The figure is
+   the RSS growth of that server process divided by the connections, read 2 s
+   after the last login. Memory in Redis or other services is not counted.
+3. **Connect storm.** {plan["storm_clients"]:,} clients connect to server 1 at
+   once. prim's clients each log in with their own token from `getToken`,
+   which auth verifies, and the peers' clients connect plainly. Connects/s is
+   the clients registered divided by the time until the last one was.
+4. **Broadcast.** {plan["broadcast_connections"]:,} connections of one tenant,
+   half on each server. {plan["broadcast_window"]} broadcasts are in flight at a
+   time, a broadcast counting as done when every connection has it. prim: REST
+   `sendMsg` with `all: true` (stored in the broadcast history, as by default);
+   the peers: one of the connections asks its server to broadcast (Socket.IO
+   `emit` to everyone, Channels `group_send` to a group of all connections).
+
+## How each system is set up
+
+- **prim**: `prim.devcluster.Cluster` with default settings: auth, presence,
+  router and two edges, `secantusd-py` for Mongo (in memory) and its own
+  `redis-server`.
+- **python-socketio**: two uvicorn processes of `bench/peers/socketio_server.py`
+  on one Redis; websocket transport only; the handler defaults
+  (`async_handlers=True`), which run each event in its own task and so may
+  reorder a sender's events. redis-py's asyncio pool would raise past 100
+  connections, so it is a `BlockingConnectionPool` of 256 connections with
+  30 s pool wait and socket timeout; failed publishes (which python-socketio
+  only logs) are counted as server drops.
+- **Django Channels**: two uvicorn processes of `bench/peers/channels_app` with
+  channels_redis `RedisChannelLayer` on one Redis, with capacity 100,000 and
+  expiry 300 s. The defaults, 100 and 60 s, drop messages without an error.
+  The layer uses the same bounded pool, whose 30 s socket timeout stays above
+  the layer's 5 s BRPOP.
+  Messages skipped at capacity by `group_send`, refused with `ChannelFull`, or
+  pushed out of a full receive buffer are counted as server drops.
+- **relay**: `bench/peers/relay.py`, one picows process, no Redis, no
+  authentication, no storage: both "servers" are the same process.
+- The peers run under uvicorn with the settings of prim's edges: httptools,
+  the sans-I/O websockets implementation, no compression, backlog 2,048. Their
+  event loop is uvloop (uvicorn's choice when installed), while prim's
+  services run on asyncio's default loop because they start with
+  `asyncio.run`.
+
+## Profile
+
+`py-spy record` samples edge 1 (senders), edge 2 (receivers), the router,
+presence and the Mongo server (`secantusd-py` is Python too) during extra
+saturation runs of scenario 1 of {plan["profile_seconds"]:g} s, live and
+stored. It takes 100 samples/s without pausing the process, and keeps only
+Python frames of samples that hold the GIL. The raw stacks are in
+`var/bench/profiles/` after a run. Time spent in gRPC's Cython layer shows up
+as self time of the Python frame that called it, mostly
+`UnaryUnaryCall._invoke` (client calls) and `Handle._run` (callbacks of the
+event loop, which include the gRPC server's).
+
+{profile_section(results)}
+
+## Not covered
+
+- Each system runs on one 2-core machine together with its load generator,
+  so the client competes with the servers for CPU; the relay's number shows
+  where the load generator itself stops.
+- The Mongo server is the `secantusd-py` stand-in, not MongoDB: the stored
+  numbers and the insert rates say nothing about a real MongoDB deployment.
+- Messages are 64-character payloads; larger messages are not measured.
+"""
+
+
+def write(results: dict, out_dir: Path, page_path: Path) -> None:
+    chart_path = out_dir / "chart.png"
+    chart(results, chart_path)
+    relative = os.path.relpath(chart_path.resolve(), page_path.resolve().parent)
+    page_path.write_text(page(results, relative))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "docs" / "benchmarks"), help="folder of results.json"
+    )
+    parser.add_argument(
+        "--page", default=str(ROOT / "docs" / "benchmarks.md"), help="Markdown report"
+    )
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out)
+    results = json.loads((out_dir / "results.json").read_text())
+    write(results, out_dir, Path(args.page))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""Benchmark prim against Python peers: ``python -m bench.run --mode quick|full``.
+
+For each system (prim, python-socketio, Django Channels, the picows relay) in
+turn, this starts its servers, runs the four scenarios, each from its own
+load generator process (bench/loadgen.py), and stops the servers before the
+next system starts:
+
+1. cross-node pairs: senders on server 1, receivers on server 2. The run
+   measures delivered messages/s at saturation, and latency at a fixed total
+   rate. prim runs online-only (``persist: false``) and again with stored
+   messages, and the Mongo server's own insert rate is measured beside it.
+   py-spy records prim's edges, router, presence and Mongo server during extra
+   saturation runs.
+2. idle connections: RSS growth of server 1 per logged-in idle connection.
+3. connect storm: every client connects at once to server 1.
+4. broadcast: one tenant's connections over both servers, deliveries/s.
+
+The results go to OUT/results.json, then bench/report.py writes the
+Markdown page and the chart. Working files and server logs go to var/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from bench import environment, mongo_rate, profile, report
+from bench.systems import ROOT, SYSTEMS, System
+
+WORK_DIR = ROOT / "var" / "bench"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and durations of one run; every load loop is bounded by them."""
+
+    pairs: int = 100
+    window: int = 8  # messages in flight per pair at saturation
+    warmup_seconds: float = 2.0
+    saturation_seconds: float = 10.0
+    latency_rate: int = 1000  # messages/s over all pairs
+    latency_seconds: float = 10.0
+    idle_connections: int = 2000
+    storm_clients: int = 1000
+    broadcast_connections: int = 2000
+    broadcast_window: int = 2  # broadcasts in flight
+    broadcast_seconds: float = 10.0
+    insert_seconds: float = 5.0
+    profile_seconds: float = 10.0
+
+
+PLANS = {
+    "quick": Plan(
+        latency_seconds=5.0, broadcast_seconds=5.0, insert_seconds=3.0, profile_seconds=8.0
+    ),
+    "full": Plan(
+        warmup_seconds=5.0,
+        saturation_seconds=30.0,
+        latency_seconds=30.0,
+        idle_connections=5000,
+        broadcast_seconds=30.0,
+        insert_seconds=10.0,
+        profile_seconds=20.0,
+    ),
+}
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; child processes inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+class Loadgen:
+    """One load generator process; its stdout lines are JSON events."""
+
+    def __init__(self, name: str, config: dict):
+        WORK_DIR.mkdir(parents=True, exist_ok=True)
+        config_path = WORK_DIR / f"{name}.json"
+        config_path.write_text(json.dumps(config))
+        self.stderr = open(WORK_DIR / f"{name}.stderr.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen", str(config_path)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+        )
+        self.events: queue.Queue[dict | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"event": "output", "text": line.rstrip()})
+        self.events.put(None)
+
+    def wait(self, event: str, timeout: float) -> dict:
+        """Return the next ``event`` line; raise if the process ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"load generator sent no {event!r} event in {timeout:.0f} s")
+            try:
+                item = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if item is None:
+                raise RuntimeError(
+                    f"load generator exited with {self.proc.wait()} before {event!r}; "
+                    f"see {self.stderr.name}"
+                )
+            if item.get("event") == event:
+                return item
+
+    def tell(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.stderr.close()
+
+
+def run_loadgen(name: str, config: dict, timeout: float, on_measuring=None) -> dict:
+    loadgen = Loadgen(name, config)
+    try:
+        if on_measuring is not None:
+            event = loadgen.wait("measuring", timeout)
+            on_measuring(event)
+        result = loadgen.wait("result", timeout)
+        result.pop("event", None)
+        return result
+    finally:
+        loadgen.stop()
+
+
+# Scenarios
+
+
+def pairs_config(system: System, plan: Plan, persist: bool | None) -> dict:
+    pairs = [
+        {
+            "sender": system.credential(f"s{i}"),
+            "receiver": system.credential(f"r{i}"),
+            "to": f"r{i}",
+        }
+        for i in range(plan.pairs)
+    ]
+    config = {
+        "scenario": "pairs",
+        "protocol": system.protocol,
+        "sender_url": system.sender_url,
+        "receiver_url": system.receiver_url,
+        "pairs": pairs,
+        "warmup_seconds": plan.warmup_seconds,
+    }
+    if persist is not None:
+        config["persist"] = persist
+    return config
+
+
+def saturate(
+    system: System, plan: Plan, persist: bool | None = None, profile_tag: str = ""
+) -> dict:
+    """Scenario 1 at saturation; with ``profile_tag``, py-spy records the servers meanwhile."""
+    config = {
+        **pairs_config(system, plan, persist),
+        "window": plan.window,
+        "duration_seconds": plan.profile_seconds if profile_tag else plan.saturation_seconds,
+    }
+    recordings: list[profile.Recording] = []
+
+    def start_profile(event: dict) -> None:
+        if profile_tag:
+            out = WORK_DIR / "profiles"
+            recordings.extend(
+                profile.start(system.profile_pids(), event["seconds"] - 1, out, profile_tag)
+            )
+
+    timeout = 120 + config["warmup_seconds"] + config["duration_seconds"]
+    name = f"{system.name}-saturate-{profile_tag or persist}"
+    result = with_drops(system, lambda: run_loadgen(name, config, timeout, start_profile))
+    if profile_tag:
+        result["profile"] = profile.finish(recordings)
+    return result
+
+
+def fixed_rate(system: System, plan: Plan, persist: bool | None = None) -> dict:
+    config = {
+        **pairs_config(system, plan, persist),
+        "rate": plan.latency_rate,
+        "duration_seconds": plan.latency_seconds,
+    }
+    timeout = 120 + plan.warmup_seconds + plan.latency_seconds
+    return with_drops(system, lambda: run_loadgen(f"{system.name}-rate-{persist}", config, timeout))
+
+
+def idle(system: System, plan: Plan) -> dict:
+    """Scenario 2: RSS growth of server 1 per idle logged-in connection."""
+    server = psutil.Process(system.server1_pid())
+    before = server.memory_info().rss
+    config = {
+        "scenario": "idle",
+        "protocol": system.protocol,
+        "url": system.sender_url,
+        "credentials": [system.credential(f"c{i}") for i in range(plan.idle_connections)],
+        "hold_seconds": 300,
+    }
+    loadgen = Loadgen(f"{system.name}-idle", config)
+    try:
+        ready = loadgen.wait("ready", 300)
+        time.sleep(2.0)  # let the server finish the work that each login started
+        after = server.memory_info().rss
+        loadgen.tell("release")
+        result = loadgen.wait("result", 120)
+    finally:
+        loadgen.stop()
+    result.pop("event", None)
+    connected = ready["connected"]
+    result.update(
+        rss_before_bytes=before,
+        rss_after_bytes=after,
+        rss_per_connection_bytes=(after - before) / connected if connected else None,
+        setup_seconds=ready["seconds"],
+    )
+    return result
+
+
+def storm(system: System, plan: Plan) -> dict:
+    """Scenario 3: every client connects (and, for prim, logs in) at once on server 1."""
+    config = {
+        "scenario": "storm",
+        "protocol": system.protocol,
+        "url": system.sender_url,
+        "credentials": [system.credential(f"t{i}") for i in range(plan.storm_clients)],
+    }
+    return run_loadgen(f"{system.name}-storm", config, 300)
+
+
+def broadcast(system: System, plan: Plan) -> dict:
+    """Scenario 4: broadcasts to every connection of one tenant, spread over both servers."""
+    config = {
+        "scenario": "broadcast",
+        "protocol": system.protocol,
+        "urls": system.server_urls,
+        "credentials": [system.credential(f"c{i}") for i in range(plan.broadcast_connections)],
+        "window": plan.broadcast_window,
+        "warmup_seconds": plan.warmup_seconds,
+        "duration_seconds": plan.broadcast_seconds,
+        **system.broadcast_settings(),
+    }
+    timeout = 300 + plan.broadcast_seconds
+    return with_drops(system, lambda: run_loadgen(f"{system.name}-broadcast", config, timeout))
+
+
+def with_drops(system: System, run) -> dict:
+    """Run a scenario and add the messages the servers report as dropped meanwhile."""
+    before = system.drop_counters()
+    result = run()
+    after = system.drop_counters()
+    drops = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    if drops:
+        result["server_drops"] = drops
+    return result
+
+
+def users_for(plan: Plan) -> dict[str, list[str]]:
+    return {
+        "pairs": [f"s{i}" for i in range(plan.pairs)] + [f"r{i}" for i in range(plan.pairs)],
+        "connections": [
+            f"c{i}" for i in range(max(plan.idle_connections, plan.broadcast_connections))
+        ],
+        "storm": [f"t{i}" for i in range(plan.storm_clients)],
+    }
+
+
+def measure(system: System, plan: Plan, with_profile: bool) -> dict:
+    """Run every scenario on a started system; a failed scenario records its error and the run goes on."""
+    results: dict[str, dict] = {}
+    prim = system.name == "prim"
+    steps = [
+        ("live", lambda: saturate(system, plan, persist=False if prim else None)),
+        ("latency", lambda: fixed_rate(system, plan, persist=False if prim else None)),
+    ]
+    if prim:
+        steps += [
+            ("stored", lambda: saturate(system, plan, persist=True)),
+            (
+                "mongo_insert",
+                lambda: mongo_rate.measure(system.cluster.mongo_url, plan.insert_seconds),
+            ),
+        ]
+        if with_profile:
+            steps += [
+                ("profile_live", lambda: saturate(system, plan, False, "live")),
+                ("profile_stored", lambda: saturate(system, plan, True, "stored")),
+            ]
+    steps += [
+        ("idle", lambda: idle(system, plan)),
+        ("storm", lambda: storm(system, plan)),
+        ("broadcast", lambda: broadcast(system, plan)),
+    ]
+    for name, step in steps:
+        settle(system)
+        log(f"{system.name}: {name}")
+        try:
+            results[name] = step()
+        except Exception as exc:  # noqa: BLE001 - recorded in the results, the run goes on
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"{system.name}: {name} -> {json.dumps(brief(results[name]))}")
+    return results
+
+
+def settle(system: System, busy_percent: float = 10.0, max_seconds: float = 20.0) -> None:
+    """Wait until the servers are nearly idle, so a scenario does not pay for the previous one.
+
+    Closing thousands of connections leaves work behind, such as presence
+    removal or group cleanup. This waits up to ``max_seconds`` for the
+    servers' summed CPU use to fall below ``busy_percent`` of one core.
+    """
+    processes = [psutil.Process(pid) for pid in system.server_pids()]
+    for process in processes:
+        process.cpu_percent()
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if sum(process.cpu_percent() for process in processes) < busy_percent:
+            return
+
+
+def brief(result: dict) -> dict:
+    keys = (
+        "delivered_per_second",
+        "deliveries_per_second",
+        "latency_ms",
+        "lost",
+        "duplicated",
+        "reordered",
+        "rss_per_connection_bytes",
+        "connects_per_second",
+        "failed",
+        "error",
+        "insert_one_per_second",
+        "insert_many_per_second",
+        "server_drops",
+    )
+    return {key: result[key] for key in keys if key in result}
+
+
+def run(names: list[str], mode: str, out_dir: Path, with_profile: bool) -> dict:
+    plan = PLANS[mode]
+    results = {
+        "mode": mode,
+        "plan": asdict(plan),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "open_file_limit": raise_open_file_limit(),
+        "machine": environment.machine(),
+        "versions": environment.versions(),
+        "systems": {},
+    }
+    for name in names:
+        system = SYSTEMS[name](WORK_DIR / "logs")
+        log(f"{name}: starting")
+        try:
+            system.start(users_for(plan))
+            results["systems"][name] = {
+                "label": system.label,
+                **measure(system, plan, with_profile),
+            }
+        except Exception as exc:  # noqa: BLE001 - a system that cannot start is recorded, not fatal
+            traceback.print_exc()
+            results["systems"][name] = {
+                "label": system.label,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        finally:
+            log(f"{name}: stopping")
+            system.stop()
+    results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if with_profile:
+        results["profiles_dir"] = str((WORK_DIR / "profiles").relative_to(ROOT))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def stop_on_signal(signum, frame) -> None:
+    """Unwind on SIGTERM as on Ctrl-C, so every server started so far is stopped."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--mode", choices=sorted(PLANS), default="quick", help="sizes and durations"
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of " + ", ".join(SYSTEMS),
+    )
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "docs" / "benchmarks"),
+        help="folder of results.json and chart.png",
+    )
+    parser.add_argument(
+        "--page", default=str(ROOT / "docs" / "benchmarks.md"), help="Markdown report"
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy runs")
+    args = parser.parse_args(argv)
+    names = [name for name in args.systems.split(",") if name]
+    unknown = [name for name in names if name not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown systems {unknown}; choose from {sorted(SYSTEMS)}")
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    out_dir = Path(args.out)
+    results = run(names, args.mode, out_dir, not args.no_profile)
+    report.write(results, out_dir, Path(args.page))
+    log(f"wrote {out_dir / 'results.json'}, {out_dir / 'chart.png'} and {args.page}")
+
+
+if __name__ == "__main__":
+    main()
