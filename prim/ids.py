@@ -13,6 +13,13 @@ MSG_CONT_TYPES = ("text", "emoj", "file", "picture", "audio", "video")
 TTL_MIN_SECONDS = 10
 TTL_MAX_SECONDS = 30 * 24 * 3600
 PHONE_PATTERN = re.compile(r"\+?[0-9]{1,20}")
+# Tenant settings, checked by the edge (REST names) and by auth (stored values).
+DEVICE_POLICIES = ("per-platform", "single", "multi")
+MAX_DEVICES_LIMIT = 100
+MAX_ORIGINS = 100
+ORIGIN_MAX_CHARS = 256
+# A browser Origin header: scheme://host[:port], with no path.
+ORIGIN_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]+")
 
 
 def check_id(field: str, value: object, code: Code = Code.INVALID_PARAMETER) -> str:

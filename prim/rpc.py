@@ -8,6 +8,8 @@
   a deadline, carries the service token, and turns a failure back into the
   :class:`~prim.errors.PrimError` the callee raised. Retries of idempotent
   methods and keepalive come from gRPC's own service config.
+* :func:`add_port` and :class:`Peer` use TLS when the ``PRIM_GRPC_TLS_*``
+  settings name a certificate and key (see :mod:`prim.tls`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from prim import metrics, telemetry, tls
 from prim.errors import PrimError, Unavailable, from_rpc_error
 
 log = logging.getLogger("prim.rpc")
@@ -107,8 +110,14 @@ async def _deny(request, context):
 def make_server(
     service_names: Iterable[str], service_token: str
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A server with health and reflection; register servicers before start."""
-    interceptors = [ServiceTokenInterceptor(service_token)] if service_token else []
+    """Build a server with health and reflection. Register servicers before start.
+
+    Tracing comes first among the interceptors, so a call rejected for its
+    service token still gets a span and a latency observation.
+    """
+    interceptors = [*telemetry.server_interceptors(), metrics.GrpcMetricsInterceptor()]
+    if service_token:
+        interceptors.append(ServiceTokenInterceptor(service_token))
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -118,6 +127,17 @@ def make_server(
         server,
     )
     return server, health_servicer
+
+
+def add_port(server: grpc.aio.Server, address: str, grpc_tls: tls.GrpcTls | None = None) -> int:
+    """Listen on ``address`` over TLS when configured, else plaintext; return the port (0: failed).
+
+    ``grpc_tls`` None takes the files from the ``PRIM_GRPC_TLS_*`` environment variables.
+    """
+    grpc_tls = grpc_tls or tls.from_environment()
+    if grpc_tls is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, grpc_tls.server_credentials())
 
 
 # A health name that is SERVING while the process runs, whatever its
@@ -150,11 +170,25 @@ class Peer:
         service_token: str = "",
         deadline: float = 5.0,
         max_in_flight: int = 256,
+        grpc_tls: tls.GrpcTls | None = None,
     ):
         self.name = name
         self.target = target
         self.deadline = deadline
-        self.channel = grpc.aio.insecure_channel(target, options=channel_options(service))
+        # None takes the TLS files from the PRIM_GRPC_TLS_* environment variables.
+        grpc_tls = grpc_tls or tls.from_environment()
+        interceptors = telemetry.client_interceptors()
+        if grpc_tls is None:
+            self.channel = grpc.aio.insecure_channel(
+                target, options=channel_options(service), interceptors=interceptors
+            )
+        else:
+            self.channel = grpc.aio.secure_channel(
+                target,
+                grpc_tls.channel_credentials(),
+                options=channel_options(service) + grpc_tls.channel_options(),
+                interceptors=interceptors,
+            )
         self.stub = stub_class(self.channel)
         self._metadata = (("authorization", f"Bearer {service_token}"),) if service_token else ()
         # Thousands of calls at once on one channel fail with CANCELLED; callers

@@ -10,18 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 from prim.errors import Code, PrimError, invalid
-from prim.ids import PHONE_PATTERN, TTL_MAX_SECONDS, TTL_MIN_SECONDS, check_choice, check_int
+from prim.ids import (
+    DEVICE_POLICIES,
+    MAX_DEVICES_LIMIT,
+    MAX_ORIGINS,
+    ORIGIN_MAX_CHARS,
+    PHONE_PATTERN,
+    TTL_MAX_SECONDS,
+    TTL_MIN_SECONDS,
+    check_choice,
+    check_int,
+)
 from prim.pb import auth_pb2
 
 from .credentials import PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS
 from .store import now_ms
 
-DEVICE_POLICIES = ("per-platform", "single", "multi")
 DEFAULT_DEVICE_POLICY = "per-platform"
 DEFAULT_MAX_DEVICES = 5
-MAX_DEVICES_LIMIT = 100
-MAX_ORIGINS = 100
-ORIGIN_MAX_CHARS = 256
 
 
 def not_found(account: str) -> PrimError:

@@ -14,12 +14,13 @@ import logging
 
 import uvicorn
 
-from prim import config, logs, rpc
+from prim import config, logs, metrics, rpc, telemetry
 
 from .app import create_app
 from .node import EdgeNode
 from .servicer import EdgeServicer
 from .settings import SETTINGS
+from .ws_protocol import EdgeWebSocketProtocol
 from prim.pb import edge_pb2_grpc
 
 log = logging.getLogger("prim.edge")
@@ -46,23 +47,28 @@ class EdgeServer(uvicorn.Server):
 
 async def run(settings) -> None:
     node = EdgeNode(settings)
+    metrics.CONNECTIONS.set_function(lambda: len(node.hub))
     grpc_server, health = rpc.make_server(SERVICE_NAMES, settings.service_token)
     edge_pb2_grpc.add_EdgeServicer_to_server(EdgeServicer(node), grpc_server)
-    if grpc_server.add_insecure_port(settings.listen) == 0:
+    if rpc.add_port(grpc_server, settings.listen) == 0:
         raise SystemExit(f"prim-edge: cannot listen on {settings.listen}")
     await grpc_server.start()
     await rpc.set_health(health, SERVICE_NAMES, serving=True)
     await node.start()
 
+    EdgeWebSocketProtocol.send_buffer_bytes = settings.socket_send_buffer_bytes
     host, _, port = settings.http_listen.rpartition(":")
     uv_config = uvicorn.Config(
-        create_app(node),
+        telemetry.trace_http(create_app(node)),
         host=host,
         port=int(port),
         log_config=None,
         access_log=False,
         lifespan="off",
-        ws_max_size=settings.max_message_bytes + 4096,
+        ws=EdgeWebSocketProtocol,
+        # An oversized WebSocket message gets an error reply; see ws_protocol.
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_interval_seconds,
         timeout_graceful_shutdown=settings.grace_seconds,
@@ -100,6 +106,7 @@ async def run(settings) -> None:
 def main() -> None:
     settings = config.load("prim-edge", SETTINGS)
     logs.setup(settings.log_level, settings.log_format)
+    telemetry.setup("edge", instance_id=settings.node_id)
     asyncio.run(run(settings))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from bson import ObjectId
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from prim import ids
+from prim import ids, telemetry
 from prim.errors import Code, PrimError, invalid
 from prim.messages import message_from_proto
 from prim.pb import auth_pb2, common_pb2, router_pb2
@@ -19,12 +20,17 @@ from . import frames
 from .frames import FrameError
 from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, now_ms
 from .node import EdgeNode
+from .ws_protocol import OVERSIZED_KEY
 
 log = logging.getLogger("prim.edge.session")
 
 PRE_LOGIN_COMMANDS = ("login", "ping")
 SYNC_LIMIT_MAX = 500
 CLIENT_INFO_FIELDS = {"deviceInfo": "device_info", "qua": "qua", "address": "address"}
+# The third oversized WebSocket message within a minute closes the connection.
+OVERSIZED_CLOSE_COUNT = 3
+OVERSIZED_WINDOW_SECONDS = 60.0
+CLOSE_TOO_BIG = 1009
 
 
 def _bool(field: str, value: Any, default: bool) -> bool:
@@ -48,6 +54,8 @@ class Session:
             settings.send_queue_bytes,
         )
         self.logged_in = False
+        # Arrival times of recent oversized WebSocket messages.
+        self._oversized_at: collections.deque[float] = collections.deque()
 
     async def _send_text(self, text: str) -> None:
         await self.ws.send({"type": "websocket.send", "text": text})
@@ -60,6 +68,7 @@ class Session:
         self.conn.push(frames.encode_reply(frame_seq, cmd, 200, data))
 
     def reply_error(self, error: PrimError, frame_seq: str = "", cmd: str = "") -> None:
+        telemetry.record_error(error, "websocket")
         self.conn.push(frames.encode_error(error, frame_seq, cmd))
 
     # Lifecycle
@@ -95,16 +104,35 @@ class Session:
                 return
             if message["type"] == "websocket.disconnect":
                 return
+            self.conn.last_seen = time.monotonic()
+            if OVERSIZED_KEY in message:
+                await self._reject_oversized(message[OVERSIZED_KEY])
+                continue
             raw = message.get("text")
             if raw is None:
                 raw = message.get("bytes") or b""
-            self.conn.last_seen = time.monotonic()
-            await self._handle(raw)
+            with telemetry.frame_span(self._ids()):
+                await self._handle(raw)
+
+    async def _reject_oversized(self, size: int) -> None:
+        """Reply 1011 to a WebSocket message over the limit; close with 1009 on repeated ones."""
+        limit = self.node.settings.max_message_bytes
+        self.reply_error(
+            PrimError(Code.TOO_LARGE, f"WebSocket message too large: {size} bytes, maximum {limit}")
+        )
+        now = time.monotonic()
+        self._oversized_at.append(now)
+        while self._oversized_at[0] <= now - OVERSIZED_WINDOW_SECONDS:
+            self._oversized_at.popleft()
+        if len(self._oversized_at) >= OVERSIZED_CLOSE_COUNT:
+            log.info("closing connection after oversized messages", extra=self._ids())
+            await self.conn.close(CLOSE_TOO_BIG, "too many oversized messages")
 
     async def _handle(self, raw: str | bytes) -> None:
         frame_seq, cmd = "", ""
         try:
             frame_seq, cmd, data = frames.parse_request(raw)
+            telemetry.name_frame(cmd if cmd in HANDLERS else "unknown")
             if not self.logged_in and cmd not in PRE_LOGIN_COMMANDS:
                 if cmd not in HANDLERS:
                     raise FrameError(Code.UNKNOWN_COMMAND, f"unknown cmd {cmd!r}")
@@ -128,7 +156,11 @@ class Session:
             raise PrimError(Code.OPERATION_FAILED, "already logged in on this connection")
         token = data.get("token")
         if not isinstance(token, str) or not token:
-            raise PrimError(Code.UNAUTHORIZED, "invalid token: missing or not a string")
+            # A missing token is a bad token: reply 1003 and close with 4001.
+            error = PrimError(Code.UNAUTHORIZED, "invalid token: missing or not a string")
+            self.reply_error(error, frame_seq, cmd)
+            await self.conn.close(CLOSE_KICK, "unauthorized")
+            return
         await self._login(token, frame_seq, cmd, data)
 
     async def _login(self, token: str, frame_seq: str, cmd: str, data: dict) -> bool:

@@ -1,0 +1,584 @@
+"""Hostile input: bad frames, oversized WebSocket messages and invalid REST fields.
+
+The first tests drive the sans-I/O frame parser of the edge without sockets;
+the rest run against the whole suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from helpers import connect_user, edge_url, new_tenant, next_msg, unique, ws_url
+from prim.edge.ws_protocol import LimitedServerProtocol, OversizedMessage
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from prim.client import ApiError, UserConnection
+
+LIMIT = 65536  # PRIM_MAX_MESSAGE_BYTES default, which the test cluster keeps
+
+
+def wire(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin).serialize(mask=True)
+
+
+def parser(max_size: int = 100) -> LimitedServerProtocol:
+    return LimitedServerProtocol(max_size=max_size, state=State.OPEN)
+
+
+# The frame parser, without sockets
+
+
+def test_parser_passes_message_at_limit():
+    protocol = parser()
+    protocol.receive_data(wire(Opcode.TEXT, b"x" * 100))
+    [event] = protocol.events_received()
+    assert isinstance(event, Frame)
+    assert event.data == b"x" * 100
+    assert protocol.parser_exc is None
+
+
+def test_parser_discards_single_oversized_frame():
+    protocol = parser()
+    protocol.receive_data(wire(Opcode.TEXT, b"x" * 101))
+    assert protocol.events_received() == [OversizedMessage(101)]
+    protocol.receive_data(wire(Opcode.TEXT, b"next"))
+    [event] = protocol.events_received()
+    assert event.data == b"next"
+    assert protocol.parser_exc is None
+
+
+def test_parser_discards_fragments_past_limit():
+    protocol = parser()
+    protocol.receive_data(wire(Opcode.TEXT, b"a" * 60, fin=False))
+    protocol.receive_data(wire(Opcode.CONT, b"b" * 60, fin=False))
+    protocol.receive_data(wire(Opcode.PING, b"p"))
+    protocol.receive_data(wire(Opcode.CONT, b"c" * 5, fin=True))
+    events = protocol.events_received()
+    assert events[0].opcode is Opcode.TEXT
+    assert events[1].opcode is Opcode.PING
+    assert events[2] == OversizedMessage(125)
+    assert protocol.data_to_send() == [wire_pong(b"p")]
+    protocol.receive_data(wire(Opcode.BINARY, b"ok"))
+    assert protocol.events_received()[0].data == b"ok"
+
+
+def wire_pong(data: bytes) -> bytes:
+    return Frame(Opcode.PONG, data).serialize(mask=False)
+
+
+def test_parser_buffers_one_read_at_most():
+    protocol = parser(max_size=LIMIT)
+    message = wire(Opcode.BINARY, os.urandom(8 * 1024 * 1024))
+    chunk = 64 * 1024
+    for start in range(0, len(message), chunk):
+        protocol.receive_data(message[start : start + chunk])
+        assert len(protocol.reader.buffer) <= chunk
+    assert protocol.events_received() == [OversizedMessage(8 * 1024 * 1024)]
+
+
+def test_parser_many_small_fragments_discarded():
+    protocol = parser(max_size=LIMIT)
+    protocol.receive_data(wire(Opcode.TEXT, b"x" * 1000, fin=False))
+    for _ in range(200):
+        protocol.receive_data(wire(Opcode.CONT, b"x" * 1000, fin=False))
+    protocol.receive_data(wire(Opcode.CONT, b"", fin=True))
+    events = protocol.events_received()
+    assert events[-1] == OversizedMessage(201_000)
+    buffered = sum(len(e.data) for e in events if isinstance(e, Frame))
+    assert buffered <= LIMIT
+
+
+def test_parser_close_inside_oversized_fails():
+    protocol = parser()
+    protocol.receive_data(wire(Opcode.TEXT, b"x" * 200, fin=False))
+    protocol.receive_data(Frame(Opcode.CLOSE, b"\x03\xe8").serialize(mask=True))
+    assert protocol.parser_exc is not None
+    assert protocol.close_sent.code == 1002
+
+
+def test_parser_stray_continuation_fails():
+    protocol = parser()
+    protocol.receive_data(wire(Opcode.CONT, b"x" * 200))
+    assert protocol.close_sent.code == 1002
+
+
+def test_parser_long_control_frame_fails():
+    protocol = parser()
+    header = bytes([0x89, 0x80 | 127]) + (10**9).to_bytes(8, "big") + b"\0\0\0\0"
+    protocol.receive_data(header)
+    assert protocol.close_sent.code == 1002
+    assert len(protocol.reader.buffer) == 0 or protocol.parser_exc is not None
+
+
+# WebSocket frames, end to end
+
+
+@pytest.fixture
+async def acme(cluster):
+    client = await new_tenant(cluster, unique("acme"))
+    yield client
+    await client.close()
+
+
+async def chat(u2: UserConnection, u3: UserConnection, rounds: int) -> list[str]:
+    """Send messages between u2 and u3, each checked on arrival; return what u3 got."""
+    received = []
+    for i in range(rounds):
+        await u2.send("u3", f"hello {i}")
+        received.append((await next_msg(u3, 10.0))["message"])
+        await u3.send("u2", f"back {i}")
+        assert (await next_msg(u2, 10.0))["message"] == f"back {i}"
+        await asyncio.sleep(0.02)
+    return received
+
+
+async def error_reply(conn: UserConnection, timeout: float = 10.0) -> dict:
+    frame = await conn.next_push(timeout)
+    assert frame["response"]["code"] != 200, frame
+    return frame
+
+
+@pytest.mark.integration
+async def test_bad_frames_leave_others_untouched(cluster, acme):
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    u2 = await connect_user(cluster, acme, "u2", 0)
+    u3 = await connect_user(cluster, acme, "u3", 1)
+    try:
+        chatting = asyncio.create_task(chat(u2, u3, 10))
+
+        await u1.ws.send("not json {")
+        reply = await error_reply(u1)
+        assert (reply["seq"], reply["response"]["code"]) == ("", 1001)
+        assert "not JSON" in reply["response"]["codeMsg"]
+
+        await u1.ws.send('[1, 2, "three"]')
+        reply = await error_reply(u1)
+        assert (reply["seq"], reply["response"]["code"]) == ("", 1001)
+        assert "list" in reply["response"]["codeMsg"]
+
+        await u1.ws.send('{"seq": "s3", "cmd": "teleport", "data": {}}')
+        reply = await error_reply(u1)
+        assert (reply["seq"], reply["cmd"], reply["response"]["code"]) == ("s3", "teleport", 1010)
+        assert "teleport" in reply["response"]["codeMsg"]
+
+        await u1.ws.send('{"seq": "s4", "cmd": "msg", "data": {"to": 12345, "message": "x"}}')
+        reply = await error_reply(u1)
+        assert (reply["seq"], reply["response"]["code"]) == ("s4", 1002)
+        assert "to" in reply["response"]["codeMsg"]
+        assert "12345" in reply["response"]["codeMsg"]
+
+        await u1.ws.send('{"seq": 9, "cmd": "ping"}')
+        reply = await error_reply(u1)
+        assert reply["response"]["code"] == 1001
+        assert "seq" in reply["response"]["codeMsg"]
+
+        await u1.ws.send(b'{"seq": "s6", "cmd": "msg", "data": "text"}')
+        reply = await error_reply(u1)
+        assert (reply["seq"], reply["response"]["code"]) == ("s6", 1001)
+
+        # u1 is still usable.
+        assert await u1.request("ping") == "pong"
+        sent = await u1.send("u4", "after the bad frames")
+        assert sent["seq"] >= 1
+
+        received = await chatting
+        assert received == [f"hello {i}" for i in range(10)]
+        assert u2.pushes.empty()
+        assert u3.pushes.empty()
+    finally:
+        await asyncio.gather(u1.close(), u2.close(), u3.close())
+
+
+FRAME_CASES = [
+    # (data of a msg request, expected code, words the message must contain)
+    ({"to": "a b", "message": "x"}, 1002, ["to", "'a b'"]),
+    ({"to": "u2", "message": 7}, 1001, ["message", "7"]),
+    ({"to": "u2"}, 1001, ["message", "None"]),
+    ({"to": "u2", "message": "x", "msgType": "shout"}, 1001, ["msgType", "shout"]),
+    ({"to": "u2", "message": "x", "msgContType": 3}, 1001, ["msgContType", "3"]),
+    ({"to": "u2", "message": "x", "persist": "yes"}, 1001, ["persist", "yes"]),
+    ({"to": "u2", "message": "x", "clientMsgId": "c" * 200}, 1001, ["clientMsgId"]),
+]
+
+SYNC_CASES = [
+    ({}, 1001, ["afterSeq"]),
+    ({"afterSeq": -1}, 1001, ["afterSeq", "-1"]),
+    ({"afterSeq": "0"}, 1001, ["afterSeq", "'0'"]),
+    ({"afterSeq": 0, "limit": 0}, 1001, ["limit", "0"]),
+    ({"afterSeq": 0, "limit": 501}, 1001, ["limit", "501"]),
+]
+
+
+@pytest.mark.integration
+async def test_invalid_frame_fields_named(cluster, acme):
+    u1 = await connect_user(cluster, acme, "u1", 1)
+    try:
+        for cmd, cases in (("msg", FRAME_CASES), ("sync", SYNC_CASES)):
+            for data, code, words in cases:
+                with pytest.raises(ApiError) as failure:
+                    await u1.request(cmd, data)
+                assert failure.value.code == code, (cmd, data, failure.value.msg)
+                for word in words:
+                    assert word in failure.value.msg, (cmd, data, failure.value.msg)
+        with pytest.raises(ApiError) as failure:
+            await u1.request("login", {"token": u1.token})
+        assert failure.value.code == 1009
+        assert u1.token not in failure.value.msg
+        assert await u1.request("ping") == "pong"
+    finally:
+        await u1.close()
+
+
+@pytest.mark.integration
+async def test_login_errors_never_echo_token(cluster):
+    conn = await UserConnection.connect(ws_url(cluster, 0))
+    secret = "s3cret-" + "z" * 40
+    with pytest.raises(ApiError) as failure:
+        await conn.request("login", {"token": secret})
+    assert failure.value.code == 1003
+    assert secret not in failure.value.msg
+    assert await conn.wait_closed() == 4001
+
+    conn = await UserConnection.connect(ws_url(cluster, 0))
+    with pytest.raises(ApiError) as failure:
+        await conn.request("login", {"token": 12345})
+    assert failure.value.code == 1003
+    assert await conn.wait_closed() == 4001
+
+
+@pytest.mark.integration
+async def test_invalid_utf8_closes_1007(cluster, acme):
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    try:
+        # websockets sends str as text; write raw bytes into a text frame instead.
+        await u1.ws.send(b"\xff\xfe not utf-8", text=True)
+        assert await u1.wait_closed() == 1007
+    finally:
+        await u1.close()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@pytest.mark.integration
+async def test_oversized_messages_rejected_then_closed(cluster, acme):
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    u2 = await connect_user(cluster, acme, "u2", 0)
+    u3 = await connect_user(cluster, acme, "u3", 1)
+    try:
+        chatting = asyncio.create_task(chat(u2, u3, 10))
+
+        # One WebSocket frame over the limit.
+        await u1.ws.send("x" * (LIMIT + 1))
+        reply = await error_reply(u1)
+        assert reply["response"]["code"] == 1011
+        assert f"{LIMIT + 1} bytes" in reply["response"]["codeMsg"]
+        assert str(LIMIT) in reply["response"]["codeMsg"]
+        assert await u1.request("ping") == "pong"
+
+        # The same size in 1,000-byte continuation frames.
+        pieces = ["y" * 1000] * ((LIMIT // 1000) + 1)
+        await u1.ws.send(iter(pieces))
+        reply = await error_reply(u1)
+        assert reply["response"]["code"] == 1011
+        assert await u1.request("ping") == "pong"
+        # A message of exactly the limit is still read and answered.
+        head = '{"seq": "big", "cmd": "ping", "pad": "'
+        at_limit = head + "p" * (LIMIT - len(head) - 2) + '"}'
+        assert len(at_limit) == LIMIT
+        await u1.ws.send(at_limit)
+        reply = await u1.next_push()
+        assert (reply["seq"], reply["response"]["data"]) == ("big", "pong")
+
+        # The third oversized message within a minute closes with 1009.
+        await u1.ws.send("z" * (LIMIT * 4))
+        reply = await error_reply(u1)
+        assert reply["response"]["code"] == 1011
+        assert await u1.wait_closed(10.0) == 1009
+
+        assert await chatting == [f"hello {i}" for i in range(10)]
+        assert u2.pushes.empty()
+        assert u3.pushes.empty()
+    finally:
+        await asyncio.gather(u1.close(), u2.close(), u3.close())
+
+
+@pytest.mark.integration
+async def test_oversized_fragments_not_buffered(cluster, acme):
+    """32 MiB in 64 KiB fragments raise the edge's memory by far less than 32 MiB."""
+    edge_pid = cluster.processes["edge1"].proc.pid
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    try:
+        before = rss_bytes(edge_pid)
+        piece = "f" * (64 * 1024)
+        await u1.ws.send(iter([piece] * 512))
+        reply = await error_reply(u1, 30.0)
+        assert reply["response"]["code"] == 1011
+        assert f"{512 * 64 * 1024} bytes" in reply["response"]["codeMsg"]
+        grown = rss_bytes(edge_pid) - before
+        assert grown < 8 * 1024 * 1024, f"edge RSS grew by {grown} bytes"
+        assert await u1.request("ping") == "pong"
+    finally:
+        await u1.close()
+
+
+# REST fields
+
+
+REST_CASES = [
+    # (method, path, body or query, expected HTTP status, code, words in msg)
+    ("POST", "/sysClient/getToken", {"userId": "a b"}, 400, 1002, ["userId", "'a b'"]),
+    ("POST", "/sysClient/getToken", {"userId": "x" * 65}, 400, 1002, ["userId"]),
+    ("POST", "/sysClient/getToken", {"userId": 5}, 400, 1002, ["userId", "5"]),
+    # A long invalid value is cut in the message.
+    (
+        "POST",
+        "/sysClient/getToken",
+        {"userId": "a" * 5000},
+        400,
+        1002,
+        ["userId", "(5002 characters)"],
+    ),
+    (
+        "POST",
+        "/sysClient/getToken",
+        {"userId": "u1", "appPlatform": "tv"},
+        400,
+        1001,
+        ["appPlatform", "tv"],
+    ),
+    ("POST", "/sysClient/getToken", {"userId": "u1", "ttl": 5}, 400, 1001, ["ttl", "5"]),
+    (
+        "POST",
+        "/sysClient/getToken",
+        {"userId": "u1", "ttl": 2592001},
+        400,
+        1001,
+        ["ttl", "2592001"],
+    ),
+    ("POST", "/sysClient/getToken", {"userId": "u1", "ttl": "soon"}, 400, 1001, ["ttl", "soon"]),
+    (
+        "POST",
+        "/sysClient/getToken",
+        {"userId": "u1", "nickname": "n" * 300},
+        400,
+        1001,
+        ["nickname"],
+    ),
+    (
+        "POST",
+        "/sysClient/exit",
+        {"userId": "u1", "appPlatform": "fax"},
+        400,
+        1001,
+        ["appPlatform", "fax"],
+    ),
+    ("POST", "/sysClient/exit", {}, 400, 1001, ["userId"]),
+    ("POST", "/sysClient/updateTokenVal", {}, 400, 1001, ["ttl"]),
+    ("POST", "/sysClient/updateTokenVal", {"ttl": 9}, 400, 1001, ["ttl", "9"]),
+    (
+        "POST",
+        "/sysClient/updateTokenVal",
+        {"ttl": 60, "token": "no-such-token-abc"},
+        404,
+        1005,
+        ["token"],
+    ),
+    ("POST", "/user/online", {"userId": "bad id"}, 400, 1002, ["userId", "'bad id'"]),
+    ("POST", "/msg/sendMsg", {"from": "u1", "to": "u2"}, 400, 1001, ["message"]),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u 1", "to": "u2", "message": "x"},
+        400,
+        1002,
+        ["from", "'u 1'"],
+    ),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "msgType": "loud"},
+        400,
+        1001,
+        ["msgType", "loud"],
+    ),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "persist": "maybe"},
+        400,
+        1001,
+        ["persist", "maybe"],
+    ),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x" * (LIMIT + 1)},
+        413,
+        1011,
+        ["message", str(LIMIT)],
+    ),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "all": "sometimes"},
+        400,
+        1001,
+        ["all", "sometimes"],
+    ),
+    ("GET", "/user/list", {"page": 0}, 400, 1001, ["page", "0"]),
+    ("GET", "/user/list", {"size": 501}, 400, 1001, ["size", "501"]),
+    ("GET", "/user/list", {"size": "many"}, 400, 1001, ["size", "many"]),
+    ("GET", "/msg/getMsg", {"userId": "u1"}, 400, 1001, ["peerId"]),
+    (
+        "GET",
+        "/msg/getMsg",
+        {"userId": "u1", "peerId": "u2", "limit": 201},
+        400,
+        1001,
+        ["limit", "201"],
+    ),
+    (
+        "GET",
+        "/msg/getMsg",
+        {"userId": "u1", "peerId": "u2", "beforeSeq": 3, "afterSeq": 1},
+        400,
+        1001,
+        ["beforeSeq"],
+    ),
+    ("GET", "/msg/getBroadcast", {"limit": 0}, 400, 1001, ["limit", "0"]),
+    ("POST", "/sysClient/updateSettings", {"maxDevices": 0}, 400, 1001, ["maxDevices", "0"]),
+    (
+        "POST",
+        "/sysClient/updateSettings",
+        {"devicePolicy": "many"},
+        400,
+        1001,
+        ["devicePolicy", "many"],
+    ),
+    ("POST", "/sysClient/updateSettings", {"defaultTtl": 3}, 400, 1001, ["defaultTtl", "3"]),
+    (
+        "POST",
+        "/sysClient/updateSettings",
+        {"allowedOrigins": 5},
+        400,
+        1001,
+        ["allowedOrigins", "5"],
+    ),
+    (
+        "POST",
+        "/sysClient/updateSettings",
+        {"allowedOrigins": ["https://a.example/path"]},
+        400,
+        1001,
+        ["allowedOrigins", "/path"],
+    ),
+    (
+        "POST",
+        "/sysClient/updateSettings",
+        {"allowedOrigins": ["has space"]},
+        400,
+        1001,
+        ["allowedOrigins", "has space"],
+    ),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method,path,args,status,code,words", REST_CASES)
+async def test_invalid_rest_field_named(cluster, acme, method, path, args, status, code, words):
+    kwargs = {"json": args} if method == "POST" else {"params": args}
+    response = await acme.http.request(method, path, **kwargs)
+    body = response.json()
+    assert (response.status_code, body["code"]) == (status, code), body
+    for word in words:
+        assert word in body["msg"], body["msg"]
+    assert len(body["msg"]) < 400
+    assert body["data"] is None
+
+
+BODY_CASES = [
+    # (raw body, content type, words in msg)
+    (b"{not json", "application/json", ["body", "JSON"]),
+    (b'["userId"]', "application/json", ["body", "object"]),
+    (b'{"userId": "\\ud800"}', "application/json", ["userId", "UTF-8"]),
+    (b"\xff\xfe", "application/json", ["body"]),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("body,content_type,words", BODY_CASES)
+async def test_invalid_rest_body(cluster, acme, body, content_type, words):
+    response = await acme.http.post(
+        "/sysClient/getToken", content=body, headers={"content-type": content_type}
+    )
+    reply = response.json()
+    assert (response.status_code, reply["code"]) == (400, 1001), reply
+    for word in words:
+        assert word in reply["msg"], reply["msg"]
+
+
+@pytest.mark.integration
+async def test_create_tenant_errors_never_echo_password(cluster):
+    operator = httpx.AsyncClient(
+        base_url=edge_url(cluster, 0), headers={"Authorization": f"Bearer {cluster.admin_token}"}
+    )
+    async with operator:
+        for password in ("short", "p" * 129):
+            response = await operator.post(
+                "/sysClient/createSysClient", json={"account": unique("t"), "password": password}
+            )
+            body = response.json()
+            assert (response.status_code, body["code"]) == (400, 1001)
+            assert "password" in body["msg"]
+            assert password not in body["msg"]
+        response = await operator.post(
+            "/sysClient/createSysClient", json={"account": unique("t"), "password": 12345678}
+        )
+        assert response.json()["code"] == 1001
+        response = await operator.post(
+            "/sysClient/createSysClient",
+            json={"account": "bad/account", "password": "password-1"},
+        )
+        body = response.json()
+        assert (response.status_code, body["code"]) == (400, 1001)
+        assert "account" in body["msg"] and "bad/account" in body["msg"]
+        response = await operator.post(
+            "/sysClient/createSysClient",
+            json={"account": unique("t"), "password": "password-1", "phoneNum": "call me"},
+        )
+        body = response.json()
+        assert (response.status_code, body["code"]) == (400, 1001)
+        assert "phoneNum" in body["msg"] and "call me" in body["msg"]
+
+
+@pytest.mark.integration
+async def test_unknown_token_error_never_echoes_token(cluster, acme):
+    secret = "tok-" + "q" * 40
+    response = await acme.http.post("/sysClient/updateTokenVal", json={"ttl": 60, "token": secret})
+    body = response.json()
+    assert (response.status_code, body["code"]) == (404, 1005)
+    assert secret not in body["msg"]
+    response = await acme.http.post("/sysClient/updateTokenVal", json={"ttl": 60, "token": 77})
+    body = response.json()
+    assert (response.status_code, body["code"]) == (400, 1001)
+    assert "token" in body["msg"]
+
+
+@pytest.mark.integration
+async def test_websocket_rejects_plain_http(cluster):
+    async with httpx.AsyncClient(base_url=edge_url(cluster, 0)) as client:
+        response = await client.get("/acc")
+    assert response.status_code in (400, 404, 426)
+    with pytest.raises(websockets.InvalidStatus):
+        await websockets.connect(ws_url(cluster, 0).replace("/acc", "/nope"))
