@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -24,10 +25,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# Ports are picked below Linux's ephemeral range (32768-60999 by default), so
+# the outgoing connections of other processes cannot take one between the
+# pick and the child's bind.
+_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    for _ in range(200):
+        port = random.randint(*_PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found in {_PORT_RANGE}")
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
@@ -146,6 +160,8 @@ class Cluster:
     router_port: int = field(default_factory=free_port)
     processes: dict[str, Process] = field(default_factory=dict)
     edge_grpc_ports: dict[str, int] = field(default_factory=dict)
+    # PRIM_METRICS_PORT of auth, presence and router. A service not listed serves no metrics.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def mongo_url(self) -> str:
@@ -176,6 +192,8 @@ class Cluster:
 
     def start_service(self, name: str, port: int, env: Mapping[str, str] | None = None) -> Process:
         listen = {"PRIM_LISTEN": f"127.0.0.1:{port}"}
+        if name in self.metrics_ports:
+            listen["PRIM_METRICS_PORT"] = str(self.metrics_ports[name])
         process = spawn(
             name, [_bin(f"prim-{name}")], port, {**self.env(), **listen, **(env or {})}, self.log_dir
         )
@@ -219,6 +237,8 @@ class Cluster:
             ("presence (gRPC)", f"127.0.0.1:{self.presence_port}"),
             ("router (gRPC)", f"127.0.0.1:{self.router_port}"),
         ]
+        for name, port in self.metrics_ports.items():
+            rows.append((f"{name} (metrics)", f"http://127.0.0.1:{port}/metrics"))
         for index, http_port in enumerate(self.edge_http_ports):
             name = f"edge{index + 1}"
             rows.append((f"{name} (HTTP, WebSocket /acc)", f"127.0.0.1:{http_port}"))
@@ -238,21 +258,25 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = Path(args.data_dir).resolve()
     admin_token = os.environ.get("PRIM_ADMIN_TOKEN") or secrets.token_urlsafe(24)
     generated = "PRIM_ADMIN_TOKEN" not in os.environ
+    service_token = os.environ.get("PRIM_SERVICE_TOKEN") or secrets.token_urlsafe(24)
     redis_port: int | None = 6390
     if not shutil.which("redis-server"):
         redis_port = None
         print("redis-server is not installed: presence runs in memory, valid for one presence replica")
     cluster = Cluster(
         admin_token=admin_token,
+        service_token=service_token,
         data_dir=data_dir,
         log_dir=data_dir / "logs",
         edge_http_ports=[int(port) for port in args.edge_ports.split(",")],
         mongo_port=27027,
         redis_port=redis_port,
-        auth_port=50051,
-        presence_port=50052,
-        router_port=50053,
-        edge_grpc_ports={"edge1": 50061, "edge2": 50062},
+        # Below the ephemeral port range, where outgoing connections cannot hold them.
+        auth_port=7051,
+        presence_port=7052,
+        router_port=7053,
+        edge_grpc_ports={"edge1": 7061, "edge2": 7062},
+        metrics_ports={"auth": 9101, "presence": 9102, "router": 9103},
     )
     stop = False
 
@@ -270,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  logs: {cluster.log_dir}")
         if generated:
             print(f"operator token (generated; set PRIM_ADMIN_TOKEN to choose one): {admin_token}")
+        # Printed every time: grpcurl needs it, and it is local to this machine.
+        print(f"service token (PRIM_SERVICE_TOKEN, for grpcurl): {service_token}")
         print("Ctrl-C stops everything.", flush=True)
         while not stop:
             for name, process in cluster.processes.items():
