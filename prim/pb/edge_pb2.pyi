@@ -23,10 +23,12 @@ class DeliverRequest(_message.Message):
     def __init__(self, pushes: _Optional[_Iterable[_Union[Push, _Mapping]]] = ...) -> None: ...
 
 class DeliverReply(_message.Message):
-    __slots__ = ("delivered",)
+    __slots__ = ("delivered", "accepted")
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     delivered: int
-    def __init__(self, delivered: _Optional[int] = ...) -> None: ...
+    accepted: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, delivered: _Optional[int] = ..., accepted: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeliverTenantRequest(_message.Message):
     __slots__ = ("tenant", "frame")

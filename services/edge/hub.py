@@ -2,9 +2,14 @@
 
 Each :class:`Connection` owns a bounded send queue. Frames are written by a
 writer task that exists only while the queue is not empty, so an idle
-connection costs no task. A connection whose queue overflows (the client
-stopped reading) is a slow consumer: it is closed with code 1008 and never
-slows delivery to anyone else.
+connection costs no task. Pushing only appends to the queue, so delivery to
+other connections never waits for this one.
+
+When a client stops reading, the kernel buffers fill (the WebSocket protocol
+caps them with SO_SNDBUF), the transport pauses, uvicorn's send waits, and
+the writer stops taking frames; the queue then grows. A connection whose
+queue passes its frame or byte limit is a slow consumer: it is closed with
+code 1008, and the client recovers what it missed with ``sync``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
+from prim import metrics
 from prim.pb import common_pb2
 
 log = logging.getLogger("prim.edge.hub")
@@ -55,6 +61,26 @@ class Connection:
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._writer: asyncio.Task | None = None
+        # Highest timeline seq pushed on this connection; see push_message.
+        self.last_pushed_seq = 0
+
+    def push_message(self, frame: bytes, seq: int) -> bool:
+        """Queue a message push that carries timeline position ``seq`` (0 for none).
+
+        Pushes leave in ascending seq: one router sends them in that order,
+        but two router replicas can swap two messages. The one that comes
+        after a higher seq is dropped, because the client already saw the
+        gap and fetches it with ``sync``.
+        """
+        if seq:
+            if seq <= self.last_pushed_seq:
+                log.debug(
+                    "late push dropped",
+                    extra={"conn_id": self.conn_id, "seq": seq, "last_seq": self.last_pushed_seq},
+                )
+                return False
+            self.last_pushed_seq = seq
+        return self.push(frame)
 
     def push(self, frame: bytes) -> bool:
         """Queue a frame; return False when the connection is closed or overflows."""
@@ -79,6 +105,7 @@ class Connection:
                 frame = self._queue.popleft()
                 self._queued_bytes -= len(frame)
                 await self._send_text(frame.decode())
+                metrics.count_frame_sent(frame)
         except Exception as exc:  # the socket went away; the reader notices and cleans up
             log.debug("write failed", extra={"conn_id": self.conn_id, "error": repr(exc)})
             self._queue.clear()

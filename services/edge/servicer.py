@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from prim.pb import edge_pb2, edge_pb2_grpc
 
 from .node import EdgeNode
+
+
+class _Message(msgspec.Struct):
+    seq: int = 0
+
+
+class _Response(msgspec.Struct):
+    data: _Message | None = None
+
+
+class _Push(msgspec.Struct):
+    response: _Response
+
+
+_push_decoder = msgspec.json.Decoder(_Push)
+
+
+def _push_seq(frame: bytes) -> int:
+    """Read the timeline seq of a push frame: 0 for online-only messages and broadcasts."""
+    try:
+        push = _push_decoder.decode(frame)
+    except msgspec.DecodeError:
+        return 0
+    return push.response.data.seq if push.response.data is not None else 0
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServicer):
@@ -14,14 +40,20 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         self.node = node
 
     async def Deliver(self, request, context):
+        # No await in here: pushes enter the send queues in request order, and
+        # the router sends one request to a node only after the previous one
+        # returned, so each connection gets its pushes in seq order.
         hub = self.node.hub
-        delivered = 0
+        accepted = []
         for push in request.pushes:
+            seq = _push_seq(push.frame)
+            count = 0
             for conn_id in push.conn_ids:
                 conn = hub.get(push.tenant, conn_id)
-                if conn is not None and conn.push(push.frame):
-                    delivered += 1
-        return edge_pb2.DeliverReply(delivered=delivered)
+                if conn is not None and conn.push_message(push.frame, seq):
+                    count += 1
+            accepted.append(count)
+        return edge_pb2.DeliverReply(delivered=sum(accepted), accepted=accepted)
 
     async def DeliverTenant(self, request, context):
         delivered = 0

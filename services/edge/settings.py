@@ -38,6 +38,12 @@ SETTINGS = [
         4 * 1024 * 1024,
         "Bytes a connection's send queue holds before closing it with 1008.",
     ),
+    Setting(
+        "socket_send_buffer_bytes",
+        int,
+        65536,
+        "Kernel send buffer (SO_SNDBUF) of each WebSocket, in bytes; 0 keeps the kernel's automatic sizing.",
+    ),
     Setting("drain_seconds", float, 10.0, "Time allowed to drain connections on SIGTERM, in seconds."),
     Setting("ws_ping_interval_seconds", float, 20.0, "Interval of WebSocket ping frames, in seconds."),
 ]

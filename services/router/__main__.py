@@ -2,7 +2,7 @@
 
 import asyncio
 
-from prim import config, logs
+from prim import config, logs, telemetry
 
 from .server import run
 from .settings import SETTINGS
@@ -11,6 +11,7 @@ from .settings import SETTINGS
 def main() -> None:
     settings = config.load("prim-router", SETTINGS)
     logs.setup(settings.log_level, settings.log_format)
+    telemetry.setup("router")
     asyncio.run(run(settings))
 
 

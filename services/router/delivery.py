@@ -5,18 +5,22 @@ seconds. Deliveries to different nodes run concurrently, each under its own
 deadline, so a dead or slow node costs that deadline and nothing more, and
 never delays the other nodes. A node that restarts at the same address is
 reached again by the same channel, which reconnects by itself.
+
+Pushes of one-to-one messages go through a :class:`NodeLane` per node: one
+Deliver call at a time, carrying everything queued since the last one, in
+the order queued. Since the edge queues a request's pushes in request order,
+every connection gets this router's pushes in the order they were queued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterable
 
 from prim.errors import PrimError
-from prim.pb import common_pb2, edge_pb2, edge_pb2_grpc, presence_pb2
+from prim.pb import edge_pb2, edge_pb2_grpc, presence_pb2
 from prim.rpc import Peer
 
 log = logging.getLogger("prim.router.delivery")
@@ -32,6 +36,7 @@ class EdgeNodes:
         self._peers: dict[str, Peer] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._lanes: dict[str, NodeLane] = {}
 
     async def addresses(self, refresh: bool = False) -> dict[str, str]:
         """Live node ids and their gRPC addresses."""
@@ -74,55 +79,119 @@ class EdgeNodes:
 
     # Delivery
 
-    async def deliver(self, tenant: str, frames: Iterable[tuple[common_pb2.Location, bytes]]) -> int:
-        """Push each frame to its connection; return how many connections took one."""
-        by_node: dict[str, dict[bytes, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for location, frame in frames:
-            by_node[location.node_id][frame].append(location.conn_id)
-        if not by_node:
-            return 0
-        results = await asyncio.gather(
-            *(self._deliver_node(tenant, node_id, pushes) for node_id, pushes in by_node.items())
-        )
-        return sum(results)
+    def deliver_in_order(self, node_id: str, pushes: list[edge_pb2.Push]) -> asyncio.Future:
+        """Queue pushes for a node behind those queued before.
 
-    async def _deliver_node(self, tenant: str, node_id: str, pushes: dict[bytes, list[str]]) -> int:
-        request = edge_pb2.DeliverRequest(
-            pushes=[
-                edge_pb2.Push(tenant=tenant, conn_ids=conn_ids, frame=frame)
-                for frame, conn_ids in pushes.items()
-            ]
-        )
-        return await self._call(node_id, "Deliver", request, tenant)
+        Returns a future of the connections that accepted each push (zeros
+        when the node cannot be reached).
+        """
+        lane = self._lanes.get(node_id)
+        if lane is None:
+            lane = self._lanes[node_id] = NodeLane(self, node_id)
+        return lane.add(pushes)
 
     async def deliver_tenant(self, tenant: str, frame: bytes) -> int:
         """Push a frame to every connection of a tenant on every live node."""
         addresses = await self.addresses(refresh=True)
         request = edge_pb2.DeliverTenantRequest(tenant=tenant, frame=frame)
-        results = await asyncio.gather(
+        replies = await asyncio.gather(
             *(self._call(node_id, "DeliverTenant", request, tenant) for node_id in addresses)
         )
-        return sum(results)
+        return sum(reply.delivered for reply in replies if reply is not None)
 
     async def kick(self, tenant: str, node_id: str, request: edge_pb2.EdgeKickRequest) -> int:
-        return await self._call(node_id, "Kick", request, tenant, field="closed")
+        reply = await self._call(node_id, "Kick", request, tenant)
+        return reply.closed if reply is not None else 0
 
-    async def _call(self, node_id: str, method: str, request, tenant: str, field: str = "delivered") -> int:
+    async def _call(self, node_id: str, method: str, request, tenant: str = ""):
+        """Call a node; return its reply, or None when it cannot be reached."""
         try:
             peer = await self.peer(node_id)
         except PrimError as exc:
             log.warning("listing edge nodes failed", extra={"node_id": node_id, "error": exc.msg})
-            return 0
+            return None
         if peer is None:
             log.warning("edge node not registered", extra={"node_id": node_id, "tenant": tenant})
-            return 0
+            return None
         try:
-            reply = await peer.call(method, request)
+            return await peer.call(method, request)
         except PrimError as exc:
             # The message is stored; the client recovers it with sync.
             log.warning(
                 "delivery to edge failed",
                 extra={"node_id": node_id, "method": method, "tenant": tenant, "error": exc.msg},
             )
-            return 0
-        return getattr(reply, field)
+            return None
+
+
+class NodeLane:
+    """Ordered deliveries to one edge node: one Deliver call in flight at a time.
+
+    Pushes queued while a call is in flight go out together in the next call,
+    up to ``MAX_REQUEST_BYTES`` of frames, so a busy lane sends fewer, larger
+    requests instead of queueing one call per message.
+    """
+
+    MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, nodes: EdgeNodes, node_id: str):
+        self.nodes = nodes
+        self.node_id = node_id
+        self._queue: collections.deque[tuple[list[edge_pb2.Push], asyncio.Future]] = (
+            collections.deque()
+        )
+        self._sender: asyncio.Task | None = None
+
+    def add(self, pushes: list[edge_pb2.Push]) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((pushes, future))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_all())
+        return future
+
+    async def _send_all(self) -> None:
+        try:
+            while self._queue:
+                entries = self._take()
+                try:
+                    counts = await self._send([push for pushes, _ in entries for push in pushes])
+                except Exception:
+                    log.exception("delivery to edge failed", extra={"node_id": self.node_id})
+                    counts = None
+                offset = 0
+                for pushes, future in entries:
+                    if not future.done():
+                        if counts is None:
+                            future.set_result([0] * len(pushes))
+                        else:
+                            future.set_result(counts[offset : offset + len(pushes)])
+                    offset += len(pushes)
+        finally:
+            self._sender = None
+
+    def _take(self) -> list[tuple[list[edge_pb2.Push], asyncio.Future]]:
+        entries, size = [], 0
+        while self._queue:
+            pushes = self._queue[0][0]
+            entry_size = sum(len(push.frame) for push in pushes)
+            if entries and size + entry_size > self.MAX_REQUEST_BYTES:
+                break
+            entries.append(self._queue.popleft())
+            size += entry_size
+        return entries
+
+    async def _send(self, pushes: list[edge_pb2.Push]) -> list[int] | None:
+        tenant = pushes[0].tenant if pushes else ""
+        reply = await self.nodes._call(
+            self.node_id, "Deliver", edge_pb2.DeliverRequest(pushes=pushes), tenant
+        )
+        if reply is None:
+            return None
+        if len(reply.accepted) == len(pushes):
+            return list(reply.accepted)
+        # An edge node older than the accepted field: credit the total in order.
+        counts, left = [], reply.delivered
+        for push in pushes:
+            counts.append(min(left, len(push.conn_ids)))
+            left -= counts[-1]
+        return counts

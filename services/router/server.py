@@ -12,6 +12,7 @@ from prim.pb import presence_pb2_grpc, router_pb2_grpc
 from prim.rpc import Peer
 
 from .delivery import EdgeNodes
+from .dispatch import Dispatcher
 from .servicer import RouterServicer
 from .store import MessageStore
 
@@ -53,7 +54,9 @@ async def build(settings: Settings) -> App:
     nodes = EdgeNodes(
         presence, settings.service_token, settings.edge_deadline_seconds, settings.node_cache_seconds
     )
-    servicer = RouterServicer(store, presence, nodes)
+    dispatcher = Dispatcher(presence, nodes)
+    store.on_commit = dispatcher.submit
+    servicer = RouterServicer(store, presence, nodes, dispatcher)
     return App(
         servicers=[(router_pb2_grpc.add_RouterServicer_to_server, servicer)],
         service_names=SERVICE_NAMES,

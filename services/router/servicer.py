@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from bson import ObjectId
 
-from prim import ids
+from prim import ids, metrics
 from prim.errors import Code, PrimError, abort, invalid
 from prim.messages import profile_dict, push_frame, wire_message
-from prim.pb import common_pb2, edge_pb2, presence_pb2, router_pb2, router_pb2_grpc
+from prim.pb import common_pb2, edge_pb2, router_pb2, router_pb2_grpc
 from prim.rpc import Peer
 
 from .delivery import EdgeNodes
+from .dispatch import Dispatcher
 from .store import MessageStore, Outgoing, now_ms
 
 log = logging.getLogger("prim.router")
@@ -69,10 +71,11 @@ def _message_proto(doc: dict[str, Any], broadcast: bool = False) -> common_pb2.M
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, store: MessageStore, presence: Peer, nodes: EdgeNodes):
+    def __init__(self, store: MessageStore, presence: Peer, nodes: EdgeNodes, dispatcher: Dispatcher):
         self.store = store
         self.presence = presence
         self.nodes = nodes
+        self.dispatcher = dispatcher
 
     @_handled
     async def Send(self, request, context):
@@ -86,37 +89,25 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             msg_type=request.msg_type or "info",
             msg_cont_type=request.msg_cont_type or "text",
             client_msg_id=request.client_msg_id,
+            origin_conn_id=request.origin_conn_id,
+            delivery=asyncio.get_running_loop().create_future(),
         )
         if request.persist:
+            # The store hands the stored message to the dispatcher, in seq order.
             item = await self.store.store(item)
             if item.duplicate:
                 return router_pb2.SendReply(
                     msg_id=item.msg_id, seq=item.sender_seq, time=item.time, duplicate=True
                 )
-        delivered = await self._deliver(item, request.origin_conn_id)
+            metrics.MESSAGES_STORED.labels("direct").inc()
+        else:
+            self.dispatcher.submit([item])
+        ready_at = time.perf_counter()
+        delivered = await item.delivery
+        metrics.observe_delivery("direct", delivered, ready_at)
         return router_pb2.SendReply(
             msg_id=item.msg_id, seq=item.sender_seq, time=item.time, delivered=delivered
         )
-
-    async def _deliver(self, item: Outgoing, origin_conn_id: str) -> int:
-        """Push to the recipient's connections and to the sender's other ones."""
-        wanted = [item.to] if item.to == item.sender_id else [item.to, item.sender_id]
-        reply = await self.presence.call(
-            "Locate", presence_pb2.LocateRequest(tenant=item.tenant, user_ids=wanted)
-        )
-        to_recipient = push_frame("msg", item.wire(item.recipient_seq))
-        to_sender = (
-            to_recipient
-            if item.to == item.sender_id
-            else push_frame("msg", item.wire(item.sender_seq))
-        )
-        frames = []
-        for location in reply.locations:
-            if location.conn_id == origin_conn_id:
-                continue
-            frame = to_recipient if location.user_id == item.to else to_sender
-            frames.append((location, frame))
-        return await self.nodes.deliver(item.tenant, frames)
 
     @_handled
     async def Broadcast(self, request, context):
@@ -137,9 +128,20 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         broadcast_seq = 0
         if request.persist:
             stored = {k: v for k, v in data.items() if k != "seq"}
-            broadcast_seq = await self.store.store_broadcast(request.tenant, stored)
+            item = await self.store.store_broadcast(request.tenant, stored)
+            if item.duplicate:
+                return router_pb2.SendReply(
+                    msg_id=item.data["msgId"],
+                    time=item.data["time"],
+                    broadcast_seq=item.broadcast_seq,
+                    duplicate=True,
+                )
+            broadcast_seq = item.broadcast_seq
             data["broadcastSeq"] = broadcast_seq
+            metrics.MESSAGES_STORED.labels("broadcast").inc()
+        ready_at = time.perf_counter()
         delivered = await self.nodes.deliver_tenant(request.tenant, push_frame("msg", data))
+        metrics.observe_delivery("broadcast", delivered, ready_at)
         return router_pb2.SendReply(
             msg_id=msg_id, time=sent_at, delivered=delivered, broadcast_seq=broadcast_seq
         )
@@ -207,32 +209,46 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         targets = list(request.targets)
         if not targets:
             ids.check_user_id("userId", request.user_id)
-            reply = await self.presence.call(
-                "Locate", presence_pb2.LocateRequest(tenant=request.tenant, user_ids=[request.user_id])
-            )
-            targets = [
-                loc
-                for loc in reply.locations
-                if not request.app_platform or loc.app_platform == request.app_platform
-            ]
+            closed = await self._kick_user(request)
+        else:
+            closed = await self._kick_targets(request.tenant, targets, request.reason)
+        log.info(
+            "kicked connections",
+            extra={"tenant": request.tenant, "user_id": request.user_id, "reason": request.reason, "closed": closed},
+        )
+        return router_pb2.KickReply(closed=closed)
+
+    async def _kick_user(self, request) -> int:
+        """Ask every live edge node to close the user's connections that its hub holds.
+
+        Each node looks the user up in its own hub rather than in presence, so a
+        connection whose presence entry is missing (lost with Redis, or not
+        written yet) is closed too.
+        """
+        kick = edge_pb2.EdgeKickRequest(
+            tenant=request.tenant,
+            user_id=request.user_id,
+            app_platform=request.app_platform,
+            reason=request.reason,
+        )
+        node_ids = await self.nodes.addresses(refresh=True)
+        results = await asyncio.gather(
+            *(self.nodes.kick(request.tenant, node_id, kick) for node_id in node_ids)
+        )
+        return sum(results)
+
+    async def _kick_targets(self, tenant: str, targets, reason: str) -> int:
         by_node: dict[str, list[str]] = {}
         for location in targets:
             by_node.setdefault(location.node_id, []).append(location.conn_id)
         results = await asyncio.gather(
             *(
                 self.nodes.kick(
-                    request.tenant,
+                    tenant,
                     node_id,
-                    edge_pb2.EdgeKickRequest(
-                        tenant=request.tenant, conn_ids=conn_ids, reason=request.reason
-                    ),
+                    edge_pb2.EdgeKickRequest(tenant=tenant, conn_ids=conn_ids, reason=reason),
                 )
                 for node_id, conn_ids in by_node.items()
             )
         )
-        closed = sum(results)
-        log.info(
-            "kicked connections",
-            extra={"tenant": request.tenant, "user_id": request.user_id, "reason": request.reason, "closed": closed},
-        )
-        return router_pb2.KickReply(closed=closed)
+        return sum(results)

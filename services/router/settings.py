@@ -1,10 +1,11 @@
 """Settings of the router service."""
 
-from prim.config import COMMON, Setting
+from prim.config import COMMON, METRICS_PORT, Setting
 
 SETTINGS = [
     *COMMON,
     Setting("listen", str, "127.0.0.1:50053", "gRPC listen address (host:port)."),
+    METRICS_PORT,
     Setting("mongo_url", str, "mongodb://127.0.0.1:27017/?directConnection=true", "MongoDB URL.", secret=True),
     Setting("mongo_db", str, "prim", "MongoDB database name."),
     Setting(

@@ -13,9 +13,13 @@ Collections (every document and query carries the tenant):
 * ``broadcasts``: the tenant's broadcast history by ``broadcastSeq``.
 
 Seq numbers are gap-free because the counter increments and the inserts
-commit in one transaction: a failed batch leaves no trace. Messages are
-written in batches: while one transaction commits, the next batch gathers,
-so the write rate is not bound by one round trip per message.
+commit in one transaction: a failed batch leaves no trace. Messages and
+broadcasts are written in batches by one writer task: while one transaction
+commits, the next batch gathers, so the write rate is not bound by one round
+trip per message. Router replicas that write to the same counter at once
+conflict. The server then aborts one transaction with a
+TransientTransactionError and ``with_transaction`` runs it again, so seqs
+stay gap-free across replicas.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ import dataclasses
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from prim import telemetry
 from prim.errors import Unavailable
 from prim.messages import wire_message
 
@@ -62,6 +68,15 @@ class Outgoing:
     sender_seq: int = 0
     recipient_seq: int = 0
     duplicate: bool = False
+    # Span context of the request that sent it, so the batches that store and deliver it
+    # join its trace. Taken when the message is created, inside that request.
+    trace_context: Any = dataclasses.field(
+        default_factory=telemetry.current_span_context, repr=False, compare=False
+    )
+    # The sending connection, which gets the reply and no push.
+    origin_conn_id: str = ""
+    # Resolves to the number of connections that took a push of this message.
+    delivery: asyncio.Future | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def sender_id(self) -> str:
@@ -81,23 +96,66 @@ class Outgoing:
         )
 
 
+@dataclasses.dataclass
+class OutgoingBroadcast:
+    """A broadcast waiting to be stored in its tenant's broadcast history."""
+
+    tenant: str
+    data: dict[str, Any]  # the wire fields of the message, without seq
+    broadcast_seq: int = 0
+    duplicate: bool = False
+    trace_context: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def sender_id(self) -> str:
+        return self.data["from"]["userId"]
+
+    @property
+    def client_msg_id(self) -> str:
+        return self.data.get("clientMsgId", "")
+
+
+Pending = Outgoing | OutgoingBroadcast
+
+
 def _write_concern(raw: str) -> WriteConcern:
-    return WriteConcern(w=int(raw) if raw.isdigit() else raw)
+    """Parse the write concern of every transaction: ``majority`` or a number of members."""
+    if raw == "majority":
+        return WriteConcern(w="majority")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"invalid write concern {raw!r}: expected majority or a number of members (1 or more)"
+        )
+    return WriteConcern(w=int(raw))
 
 
 class MessageStore:
-    def __init__(self, url: str, db_name: str, write_concern: str, batch_max: int = 256):
+    """The collections above, written by one batching task.
+
+    ``on_commit``, when set, is called with the one-to-one messages of each
+    committed batch, in commit order, before the senders get their replies.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        db_name: str,
+        write_concern: str,
+        batch_max: int = 256,
+        on_commit: Callable[[list[Outgoing]], None] | None = None,
+    ):
+        self.write_concern = _write_concern(write_concern)
         self.client: AsyncMongoClient = AsyncMongoClient(
             url, serverSelectionTimeoutMS=3000, maxPoolSize=64, tz_aware=True
         )
-        self.write_concern = _write_concern(write_concern)
         db = self.client.get_database(db_name, write_concern=self.write_concern)
         self.timeline = db.timeline
         self.counters = db.counters
         self.dedup = db.dedup
         self.broadcasts = db.broadcasts
         self.batch_max = batch_max
-        self._pending: list[tuple[Outgoing, asyncio.Future]] = []
+        self.on_commit = on_commit
+        self._pending: list[tuple[Pending, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task | None = None
 
@@ -132,19 +190,30 @@ class MessageStore:
             original = await self._find_duplicate(item)
             if original:
                 return original
+        return await self._enqueue(item)
+
+    async def _enqueue(self, item: Pending):
+        """Hand ``item`` to the writer task and wait until its batch commits."""
         future = asyncio.get_running_loop().create_future()
+        item.trace_context = telemetry.current_span_context()
         self._pending.append((item, future))
         self._wakeup.set()
         return await future
 
-    async def _find_duplicate(self, item: Outgoing) -> Outgoing | None:
-        key = {"t": item.tenant, "u": item.sender_id, "c": item.client_msg_id}
+    async def _find_duplicate(self, item: Pending) -> Pending | None:
+        """Find the original of a message or broadcast whose clientMsgId was used before."""
+        key = _dedup_key(item)
         try:
             doc = await self.dedup.find_one({"_id": key})
         except PyMongoError as exc:
             raise Unavailable(f"message store unavailable: {exc.__class__.__name__}") from None
         if doc is None:
             return None
+        if isinstance(item, OutgoingBroadcast):
+            data = {**item.data, "msgId": doc["msgId"], "time": doc["time"]}
+            return dataclasses.replace(
+                item, data=data, broadcast_seq=doc.get("broadcastSeq", 0), duplicate=True
+            )
         return dataclasses.replace(
             item, msg_id=doc["msgId"], sender_seq=doc["seq"], time=doc["time"], duplicate=True
         )
@@ -156,19 +225,31 @@ class MessageStore:
             while self._pending:
                 batch = self._pending[: self.batch_max]
                 del self._pending[: self.batch_max]
-                await self._write_batch(batch)
+                # A caller whose deadline passed before the batch started has
+                # already got an error reply, so its message is not stored.
+                batch = [(item, future) for item, future in batch if not future.done()]
+                if not batch:
+                    continue
+                try:
+                    await self._write_batch(batch)
+                except Exception:
+                    # Keep the writer alive: a dead writer would hang every later send.
+                    log.exception("storing a batch failed", extra={"messages": len(batch)})
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(Unavailable("message store unavailable"))
 
-    async def _write_batch(self, batch: list[tuple[Outgoing, asyncio.Future]]) -> None:
+    async def _write_batch(self, batch: list[tuple[Pending, asyncio.Future]]) -> None:
         items = [item for item, _ in batch]
         try:
             await self._commit(items)
-        except DuplicateKeyError:
-            # Another sender raced us with the same clientMsgId; retry one by one so
-            # only the repeated message resolves to the original.
-            for item, future in batch:
-                await self._write_one(item, future)
-            return
         except PyMongoError as exc:
+            if _is_duplicate_key(exc):
+                # A repeated clientMsgId (already stored, or twice in this batch);
+                # retry one by one so only the repeat resolves to the original.
+                for item, future in batch:
+                    await self._write_one(item, future)
+                return
             log.error(
                 "storing a batch failed",
                 extra={"messages": len(items), "error": repr(exc)},
@@ -177,39 +258,68 @@ class MessageStore:
                 if not future.done():
                     future.set_exception(Unavailable("message store unavailable"))
             return
+        self._committed(items)
         for item, future in batch:
             if not future.done():
                 future.set_result(item)
 
-    async def _write_one(self, item: Outgoing, future: asyncio.Future) -> None:
+    def _committed(self, items: list[Pending]) -> None:
+        if self.on_commit is None:
+            return
+        messages = [item for item in items if isinstance(item, Outgoing) and not item.duplicate]
+        try:
+            self.on_commit(messages)
+        except Exception:
+            log.exception(
+                "handing stored messages to delivery failed", extra={"messages": len(messages)}
+            )
+
+    async def _write_one(self, item: Pending, future: asyncio.Future) -> None:
         try:
             try:
                 await self._commit([item])
                 result = item
-            except DuplicateKeyError:
-                result = await self._find_duplicate(item) or item
+                self._committed([item])
+            except (DuplicateKeyError, BulkWriteError) as exc:
+                # Only a repeated clientMsgId may collide; anything else is a failure.
+                original = None
+                if item.client_msg_id and _is_duplicate_key(exc):
+                    original = await self._find_duplicate(item)
+                if original is None:
+                    raise
+                result = original
         except (PyMongoError, Unavailable) as exc:
-            log.error("storing a message failed", extra={"msg_id": item.msg_id, "error": repr(exc)})
+            log.error("storing a message failed", extra={"tenant": item.tenant, "error": repr(exc)})
             if not future.done():
                 future.set_exception(Unavailable("message store unavailable"))
             return
         if not future.done():
             future.set_result(result)
 
-    async def _commit(self, items: list[Outgoing]) -> None:
-        async with self.client.start_session() as session:
-            await session.with_transaction(
-                lambda s: self._commit_in(items, s),
-                read_concern=ReadConcern("snapshot"),
-                write_concern=self.write_concern,
-            )
+    async def _commit(self, items: list[Pending]) -> None:
+        attempts = 0
 
-    async def _commit_in(self, items: list[Outgoing], session) -> None:
-        # Count the entries each timeline gets in this batch, in batch order.
+        async def commit_in(session) -> None:
+            nonlocal attempts
+            attempts += 1
+            await self._commit_in(items, session)
+
+        with telemetry.batch_span("store messages", [item.trace_context for item in items]):
+            async with self.client.start_session() as session:
+                await session.with_transaction(
+                    commit_in,
+                    read_concern=ReadConcern("snapshot"),
+                    write_concern=self.write_concern,
+                )
+        if attempts > 1:
+            # Another writer (usually another router replica) changed the same counters.
+            log.info("transaction retried", extra={"attempts": attempts, "messages": len(items)})
+
+    async def _commit_in(self, items: list[Pending], session) -> None:
+        # Count the entries each counter gets in this batch, in batch order.
         counts: dict[str, int] = {}
         for item in items:
-            for user in _timeline_users(item):
-                key = f"{item.tenant}/{user}"
+            for key in _counter_keys(item):
                 counts[key] = counts.get(key, 0) + 1
         await self.counters.bulk_write(
             [UpdateOne({"_id": key}, {"$inc": {"seq": n}}, upsert=True) for key, n in counts.items()],
@@ -222,55 +332,30 @@ class MessageStore:
         }
         # Hand out seqs in batch order: the first entry gets last - count + 1.
         next_seq = {key: last[key] - n + 1 for key, n in counts.items()}
-        docs, dedup_docs = [], []
-        at = datetime.datetime.now(datetime.UTC)
-        for item in items:
-            users = _timeline_users(item)
-            for user in users:
-                key = f"{item.tenant}/{user}"
-                seq = next_seq[key]
-                next_seq[key] += 1
-                if user == item.sender_id:
-                    item.sender_seq = seq
-                if user == item.to:
-                    item.recipient_seq = seq
-                docs.append(_timeline_doc(item, user, seq))
-            if item.client_msg_id:
-                dedup_docs.append(
-                    {
-                        "_id": {"t": item.tenant, "u": item.sender_id, "c": item.client_msg_id},
-                        "msgId": item.msg_id,
-                        "seq": item.sender_seq,
-                        "time": item.time,
-                        "at": at,
-                    }
-                )
+        docs, dedup_docs, broadcast_docs = _documents(items, next_seq)
         if dedup_docs:
             await self.dedup.insert_many(dedup_docs, ordered=True, session=session)
-        await self.timeline.insert_many(docs, ordered=False, session=session)
+        if docs:
+            await self.timeline.insert_many(docs, ordered=False, session=session)
+        if broadcast_docs:
+            await self.broadcasts.insert_many(broadcast_docs, ordered=False, session=session)
 
     # Broadcasts
 
-    async def store_broadcast(self, tenant: str, data: dict[str, Any]) -> int:
-        """Store a broadcast and return its broadcastSeq."""
-        async def commit(session):
-            counter = await self.counters.find_one_and_update(
-                {"_id": f"{tenant}/{BROADCAST_KEY}"},
-                {"$inc": {"seq": 1}},
-                upsert=True,
-                return_document=True,
-                session=session,
-            )
-            seq = counter["seq"]
-            await self.broadcasts.insert_one({**data, "tenant": tenant, "seq": seq}, session=session)
-            return seq
+    async def store_broadcast(self, tenant: str, data: dict[str, Any]) -> OutgoingBroadcast:
+        """Store a broadcast and fill in its broadcastSeq; return the original on a repeated clientMsgId.
 
-        try:
-            async with self.client.start_session() as session:
-                return await session.with_transaction(commit, write_concern=self.write_concern)
-        except PyMongoError as exc:
-            log.error("storing a broadcast failed", extra={"tenant": tenant, "error": repr(exc)})
-            raise Unavailable("message store unavailable") from None
+        Broadcasts go through the same batches as messages, so concurrent
+        broadcasts of one tenant share a transaction instead of conflicting
+        on the tenant's counter. A clientMsgId is unique per tenant and
+        sender across messages and broadcasts.
+        """
+        item = OutgoingBroadcast(tenant, data)
+        if item.client_msg_id:
+            original = await self._find_duplicate(item)
+            if original:
+                return original
+        return await self._enqueue(item)
 
     # Reads
 
@@ -303,6 +388,74 @@ class MessageStore:
         if order == DESCENDING:
             docs.reverse()
         return docs, has_more
+
+
+def _documents(
+    items: list[Pending], next_seq: dict[str, int]
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Give each item its seqs from ``next_seq``, in batch order, and build its documents.
+
+    Returns the timeline, dedup and broadcast documents to insert.
+    """
+    docs, dedup_docs, broadcast_docs = [], [], []
+    at = datetime.datetime.now(datetime.UTC)
+    for item in items:
+        if isinstance(item, OutgoingBroadcast):
+            key = f"{item.tenant}/{BROADCAST_KEY}"
+            item.broadcast_seq = next_seq[key]
+            next_seq[key] += 1
+            broadcast_docs.append({**item.data, "tenant": item.tenant, "seq": item.broadcast_seq})
+            if item.client_msg_id:
+                dedup_docs.append(
+                    {
+                        "_id": _dedup_key(item),
+                        "msgId": item.data["msgId"],
+                        "seq": 0,
+                        "broadcastSeq": item.broadcast_seq,
+                        "time": item.data["time"],
+                        "at": at,
+                    }
+                )
+            continue
+
+        for user in _timeline_users(item):
+            key = f"{item.tenant}/{user}"
+            seq = next_seq[key]
+            next_seq[key] += 1
+            if user == item.sender_id:
+                item.sender_seq = seq
+            if user == item.to:
+                item.recipient_seq = seq
+            docs.append(_timeline_doc(item, user, seq))
+        if item.client_msg_id:
+            dedup_docs.append(
+                {
+                    "_id": _dedup_key(item),
+                    "msgId": item.msg_id,
+                    "seq": item.sender_seq,
+                    "time": item.time,
+                    "at": at,
+                }
+            )
+    return docs, dedup_docs, broadcast_docs
+
+
+def _is_duplicate_key(exc: PyMongoError) -> bool:
+    """Check whether a write failed only on unique keys (``insert_many`` raises BulkWriteError)."""
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    errors = exc.details.get("writeErrors", []) if isinstance(exc, BulkWriteError) else []
+    return bool(errors) and all(error.get("code") == 11000 for error in errors)
+
+
+def _dedup_key(item: Pending) -> dict[str, str]:
+    return {"t": item.tenant, "u": item.sender_id, "c": item.client_msg_id}
+
+
+def _counter_keys(item: Pending) -> list[str]:
+    if isinstance(item, OutgoingBroadcast):
+        return [f"{item.tenant}/{BROADCAST_KEY}"]
+    return [f"{item.tenant}/{user}" for user in _timeline_users(item)]
 
 
 def _timeline_users(item: Outgoing) -> list[str]:

@@ -1,0 +1,173 @@
+"""Delivery of one-to-one messages in the order they were stored.
+
+The store hands each committed batch to :meth:`Dispatcher.submit` before it
+replies to the senders, so batches arrive here in commit order, which is seq
+order on every timeline. One task takes them in that order, looks up the
+connections of all the batch's users with one presence call per tenant, and
+queues the pushes on each node's lane. Lanes send in queue order and the edge
+queues a request's pushes in request order, so every connection gets this
+router's pushes in ascending seq.
+
+This order is kept per router replica. Two replicas can swap two messages to
+one user; the edge then drops the push that comes after a higher seq (see
+``Connection.push_message``), and the client, which saw the gap, fetches
+it with ``sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Iterable
+
+from prim import telemetry
+from prim.errors import PrimError
+from prim.messages import push_frame
+from prim.pb import common_pb2, edge_pb2, presence_pb2
+from prim.rpc import Peer
+
+from .delivery import EdgeNodes
+from .store import Outgoing
+
+log = logging.getLogger("prim.router.dispatch")
+
+# Maximum number of messages in one round of presence lookups; the rest wait
+# for the next round.
+MAX_ITEMS_PER_ROUND = 1024
+
+
+class Dispatcher:
+    """One router's deliveries of stored and online-only messages, in submit order."""
+
+    def __init__(self, presence: Peer, nodes: EdgeNodes):
+        self.presence = presence
+        self.nodes = nodes
+        self._batches: collections.deque[list[Outgoing]] = collections.deque()
+        self._worker: asyncio.Task | None = None
+        self._counting: set[asyncio.Task] = set()
+
+    def submit(self, items: Iterable[Outgoing]) -> None:
+        """Queue messages for delivery behind everything submitted before.
+
+        Each item's ``delivery`` future gets the number of connections that
+        took its push.
+        """
+        batch = list(items)
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        for item in batch:
+            if item.delivery is None:
+                item.delivery = loop.create_future()
+        self._batches.append(batch)
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._batches:
+                items: list[Outgoing] = []
+                while self._batches and len(items) < MAX_ITEMS_PER_ROUND:
+                    items += self._batches.popleft()
+                try:
+                    # The lookups and the lanes' Deliver calls join the first message's
+                    # trace. NOTE: a lane that is already sending carries these pushes
+                    # in a call started under an earlier batch's trace.
+                    contexts = [item.trace_context for item in items]
+                    with telemetry.batch_span("deliver messages", contexts):
+                        await self._dispatch(items)
+                except Exception:
+                    log.exception("dispatching messages failed", extra={"messages": len(items)})
+                    _settle(items, {})
+        finally:
+            self._worker = None
+
+    async def _dispatch(self, items: list[Outgoing]) -> None:
+        locations = await self._locate(items)
+        by_node: dict[str, dict[bytes, edge_pb2.Push]] = collections.defaultdict(dict)
+        targets: dict[str, list[tuple[Outgoing, bytes]]] = collections.defaultdict(list)
+        for item in items:
+            for location, frame in _pushes(item, locations):
+                pushes = by_node[location.node_id]
+                push = pushes.get(frame)
+                if push is None:
+                    push = pushes[frame] = edge_pb2.Push(tenant=item.tenant, frame=frame)
+                    targets[location.node_id].append((item, frame))
+                push.conn_ids.append(location.conn_id)
+        lanes = {
+            node_id: (self.nodes.deliver_in_order(node_id, list(pushes.values())), targets[node_id])
+            for node_id, pushes in by_node.items()
+        }
+        if not lanes:
+            _settle(items, {})
+            return
+        # Wait for the lanes in a task of its own, so the next batch is queued
+        # on the lanes at once instead of after this one's calls return.
+        task = asyncio.create_task(self._count(items, lanes))
+        self._counting.add(task)
+        task.add_done_callback(self._counting.discard)
+
+    async def _count(self, items, lanes) -> None:
+        delivered: dict[int, int] = collections.defaultdict(int)
+        for future, targets in lanes.values():
+            counts = await future
+            for (item, _), count in zip(targets, counts):
+                delivered[id(item)] += count
+        _settle(items, delivered)
+
+    async def _locate(
+        self, items: list[Outgoing]
+    ) -> dict[tuple[str, str], list[common_pb2.Location]]:
+        """Live connections of every sender and recipient, by (tenant, user)."""
+        users: dict[str, set[str]] = collections.defaultdict(set)
+        for item in items:
+            users[item.tenant].update((item.sender_id, item.to))
+        replies = await asyncio.gather(
+            *(self._locate_tenant(tenant, sorted(ids)) for tenant, ids in users.items())
+        )
+        found: dict[tuple[str, str], list[common_pb2.Location]] = collections.defaultdict(list)
+        for tenant, locations in replies:
+            for location in locations:
+                found[tenant, location.user_id].append(location)
+        return found
+
+    async def _locate_tenant(self, tenant: str, user_ids: list[str]):
+        try:
+            reply = await self.presence.call(
+                "Locate", presence_pb2.LocateRequest(tenant=tenant, user_ids=user_ids)
+            )
+        except PrimError as exc:
+            # Stored already: the recipients get these messages with sync.
+            log.warning("locating recipients failed", extra={"tenant": tenant, "error": exc.msg})
+            return tenant, []
+        return tenant, list(reply.locations)
+
+
+def _pushes(item: Outgoing, locations) -> list[tuple[common_pb2.Location, bytes]]:
+    """Pair each connection of the recipient and the sender with the frame it gets.
+
+    The recipient's connections get the recipient's seq, and the sender's
+    other connections get the sender's seq. The sending connection gets
+    nothing, because its reply carries the message's seq.
+    """
+    to_recipient = push_frame("msg", item.wire(item.recipient_seq))
+    if item.to == item.sender_id:
+        wanted = [(item.to, to_recipient)]
+    else:
+        wanted = [
+            (item.to, to_recipient),
+            (item.sender_id, push_frame("msg", item.wire(item.sender_seq))),
+        ]
+    pushes = []
+    for user_id, frame in wanted:
+        for location in locations.get((item.tenant, user_id), ()):
+            if location.conn_id != item.origin_conn_id:
+                pushes.append((location, frame))
+    return pushes
+
+
+def _settle(items: list[Outgoing], delivered: dict[int, int]) -> None:
+    for item in items:
+        if item.delivery is not None and not item.delivery.done():
+            item.delivery.set_result(delivered.get(id(item), 0))
