@@ -23,10 +23,13 @@ function call(method, path, options) {
   return api(session.authorization, method, path, options);
 }
 
-function setStatus(text, isError = false) {
+// `source` marks who set the line, so a refresh clears only its own error and
+// not the outcome of an action the user just took.
+function setStatus(text, isError = false, source = "action") {
   const status = $("#status");
   status.textContent = text;
   status.classList.toggle("error", isError);
+  status.dataset.source = source;
 }
 
 function showResult(selector, text, isError = false) {
@@ -102,7 +105,7 @@ async function refreshUsers() {
       call("GET", "/user/listUserMaps"),
     ]);
   } catch (error) {
-    setStatus(`Refreshing online users failed: ${error.message}`, true);
+    setStatus(`Refreshing online users failed: ${error.message}`, true, "refresh");
     return;
   }
   if (session?.kind !== "tenant") return;
@@ -118,7 +121,7 @@ async function refreshUsers() {
   }
   renderUsers(page.users, nodeOf, pages);
   renderNodes(maps);
-  setStatus("");
+  if ($("#status").dataset.source === "refresh") setStatus("");
 }
 
 function renderUsers(list, nodeOf, pages) {
