@@ -33,7 +33,7 @@ log = logging.getLogger("prim.rpc")
 # Methods that are safe to repeat; sends and deliveries are not, because a
 # lost reply does not mean the callee did nothing.
 _NON_IDEMPOTENT = {
-    "prim.v1.Router": ["Send", "Broadcast", "Kick"],
+    "prim.v1.Router": ["Send", "SendBatch", "Broadcast", "Kick"],
     "prim.v1.Edge": ["Deliver", "DeliverTenant", "Kick"],
 }
 

@@ -136,8 +136,8 @@ async def test_message_is_one_trace(traced, tenant):
         )
         for s in spans
     }
-    assert ("prim-edge", "edge1", "/prim.v1.Router/Send", "SpanKind.CLIENT") in seen
-    assert ("prim-router", "", "/prim.v1.Router/Send", "SpanKind.SERVER") in seen
+    assert ("prim-edge", "edge1", "/prim.v1.Router/SendBatch", "SpanKind.CLIENT") in seen
+    assert ("prim-router", "", "/prim.v1.Router/SendBatch", "SpanKind.SERVER") in seen
     assert ("prim-router", "", "/prim.v1.Presence/Locate", "SpanKind.CLIENT") in seen
     assert ("prim-presence", "", "/prim.v1.Presence/Locate", "SpanKind.SERVER") in seen
     # The push to u2 leaves through edge2, inside the same trace.
@@ -258,7 +258,7 @@ async def test_metrics_of_a_message(traced, tenant):
     assert grew(router, router_before, "prim_messages_stored_total", kind="direct") >= 1
     assert grew(router, router_before, "prim_messages_delivered_total", kind="direct") >= 1
     assert grew(router, router_before, "prim_delivery_seconds_count", kind="direct") >= 1
-    send = {"grpc_service": "prim.v1.Router", "grpc_method": "Send", "grpc_code": "OK"}
+    send = {"grpc_service": "prim.v1.Router", "grpc_method": "SendBatch", "grpc_code": "OK"}
     assert grew(router, router_before, "grpc_server_handling_seconds_count", **send) >= 1
     assert grew(edge, edge_before, "prim_frames_received_total", cmd="login") >= 1
     assert grew(edge, edge_before, "prim_frames_received_total", cmd="msg") >= 1

@@ -45,6 +45,28 @@ class SendReply(_message.Message):
     duplicate: bool
     def __init__(self, msg_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[int] = ..., delivered: _Optional[int] = ..., broadcast_seq: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class SendBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[SendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ...) -> None: ...
+
+class SendResult(_message.Message):
+    __slots__ = ("reply", "code", "msg")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MSG_FIELD_NUMBER: _ClassVar[int]
+    reply: SendReply
+    code: int
+    msg: str
+    def __init__(self, reply: _Optional[_Union[SendReply, _Mapping]] = ..., code: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class SendBatchReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SendResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...
+
 class BroadcastRequest(_message.Message):
     __slots__ = ("tenant", "sender", "message", "msg_type", "msg_cont_type", "client_msg_id", "persist")
     TENANT_FIELD_NUMBER: _ClassVar[int]

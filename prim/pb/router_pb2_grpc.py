@@ -40,6 +40,11 @@ class RouterStub:
                 request_serializer=prim_dot_pb_dot_router__pb2.SendRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_router__pb2.SendReply.FromString,
                 _registered_method=True)
+        self.SendBatch = channel.unary_unary(
+                '/prim.v1.Router/SendBatch',
+                request_serializer=prim_dot_pb_dot_router__pb2.SendBatchRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_router__pb2.SendBatchReply.FromString,
+                _registered_method=True)
         self.Broadcast = channel.unary_unary(
                 '/prim.v1.Router/Broadcast',
                 request_serializer=prim_dot_pb_dot_router__pb2.BroadcastRequest.SerializeToString,
@@ -72,6 +77,15 @@ class RouterServicer:
 
     def Send(self, request, context):
         """Store a one-to-one message (unless persist is false), then deliver it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendBatch(self, request, context):
+        """Send several one-to-one messages in one call, each as Send would; each
+        gets its own result. Edges batch the messages that arrive while a call is
+        in flight, so the router sees one call per batch instead of per message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +134,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=prim_dot_pb_dot_router__pb2.SendRequest.FromString,
                     response_serializer=prim_dot_pb_dot_router__pb2.SendReply.SerializeToString,
+            ),
+            'SendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendBatch,
+                    request_deserializer=prim_dot_pb_dot_router__pb2.SendBatchRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_router__pb2.SendBatchReply.SerializeToString,
             ),
             'Broadcast': grpc.unary_unary_rpc_method_handler(
                     servicer.Broadcast,
@@ -174,6 +193,33 @@ class Router:
             '/prim.v1.Router/Send',
             prim_dot_pb_dot_router__pb2.SendRequest.SerializeToString,
             prim_dot_pb_dot_router__pb2.SendReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prim.v1.Router/SendBatch',
+            prim_dot_pb_dot_router__pb2.SendBatchRequest.SerializeToString,
+            prim_dot_pb_dot_router__pb2.SendBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,8 +13,9 @@ import logging
 import socket
 import time
 
+from prim.batching import Coalescer
 from prim.config import Settings
-from prim.errors import PrimError
+from prim.errors import Code, PrimError
 from prim.messages import push_frame
 from prim.pb import (
     auth_pb2,
@@ -51,7 +52,25 @@ class EdgeNode:
         self.router = Peer(
             "router", settings.router_addr, router_pb2_grpc.RouterStub, "prim.v1.Router", service_token=token, deadline=deadline
         )
+        # Messages that arrive while a batch is in flight to the router go out
+        # together in the next SendBatch call.
+        self._sends: Coalescer[router_pb2.SendRequest, router_pb2.SendReply] = Coalescer(
+            self._send_batch, max_batch=256, max_in_flight=4
+        )
         self._tasks: list[asyncio.Task] = []
+
+    async def send_message(self, request: router_pb2.SendRequest) -> router_pb2.SendReply:
+        """Store and deliver one message through the router; raise PrimError on failure."""
+        return await self._sends.submit(request)
+
+    async def _send_batch(
+        self, requests: list[router_pb2.SendRequest]
+    ) -> list[router_pb2.SendReply | PrimError]:
+        reply = await self.router.call("SendBatch", router_pb2.SendBatchRequest(requests=requests))
+        return [
+            result.reply if result.code == 0 else PrimError(Code(result.code), result.msg)
+            for result in reply.results
+        ]
 
     async def start(self) -> None:
         self._tasks = [

@@ -444,8 +444,7 @@ async def send_msg(request: Request) -> Response:
             }
         )
     to = ids.check_user_id("to", required(data, "to"))
-    reply = await node.router.call(
-        "Send",
+    reply = await node.send_message(
         router_pb2.SendRequest(
             tenant=tenant,
             sender=sender,

@@ -238,8 +238,7 @@ class Session:
             raise invalid("clientMsgId", client_msg_id, "must be a string of at most 128 characters")
         persist = _bool("persist", data.get("persist"), True)
         user = self.conn.user
-        reply = await self.node.router.call(
-            "Send",
+        reply = await self.node.send_message(
             router_pb2.SendRequest(
                 tenant=self.conn.tenant,
                 sender=common_pb2.Profile(user_id=user.user_id, nickname=user.nickname, avatar=user.avatar),

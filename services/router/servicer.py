@@ -79,6 +79,27 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @_handled
     async def Send(self, request, context):
+        return await self._send(request)
+
+    async def SendBatch(self, request, context):
+        outcomes = await asyncio.gather(
+            *(self._send(single) for single in request.requests), return_exceptions=True
+        )
+        results = []
+        for single, outcome in zip(request.requests, outcomes, strict=True):
+            if isinstance(outcome, PrimError):
+                results.append(router_pb2.SendResult(code=int(outcome.code), msg=outcome.msg))
+            elif isinstance(outcome, BaseException):
+                log.error(
+                    "sending a message failed",
+                    extra={"tenant": single.tenant, "to": single.to, "error": repr(outcome)},
+                )
+                results.append(router_pb2.SendResult(code=int(Code.SERVER_ERROR), msg="server error"))
+            else:
+                results.append(router_pb2.SendResult(reply=outcome))
+        return router_pb2.SendBatchReply(results=results)
+
+    async def _send(self, request) -> router_pb2.SendReply:
         _check_message_fields(request)
         ids.check_user_id("to", request.to)
         item = Outgoing(
