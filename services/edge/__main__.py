@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 import uvicorn
+import uvloop
 
 from prim import config, logs, metrics, rpc, telemetry
 
@@ -107,7 +108,12 @@ def main() -> None:
     settings = config.load("prim-edge", SETTINGS)
     logs.setup(settings.log_level, settings.log_format)
     telemetry.setup("edge", instance_id=settings.node_id)
-    asyncio.run(run(settings))
+    if settings.event_loop == "uvloop":
+        uvloop.run(run(settings))
+    elif settings.event_loop == "asyncio":
+        asyncio.run(run(settings))
+    else:
+        raise SystemExit(f"prim-edge: invalid PRIM_EVENT_LOOP={settings.event_loop!r}: use uvloop or asyncio")
 
 
 if __name__ == "__main__":

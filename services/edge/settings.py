@@ -46,4 +46,10 @@ SETTINGS = [
     ),
     Setting("drain_seconds", float, 10.0, "Time allowed to drain connections on SIGTERM, in seconds."),
     Setting("ws_ping_interval_seconds", float, 20.0, "Interval of WebSocket ping frames, in seconds."),
+    Setting(
+        "event_loop",
+        str,
+        "uvloop",
+        "Event loop of the edge process: uvloop (faster WebSocket I/O) or asyncio.",
+    ),
 ]
