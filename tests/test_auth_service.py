@@ -441,6 +441,27 @@ async def test_verify_token_rejects_unknown(auth, fields):
     assert error.msg == "invalid or expired token"
 
 
+async def test_verify_tokens_batch_keeps_each_result(auth):
+    await auth.tenant("acme")
+    alice = await auth.token("acme", "alice")
+    bob = await auth.token("acme", "bob", app_platform="ios")
+    reply = await auth.peer.call(
+        "VerifyTokens",
+        auth_pb2.VerifyTokensRequest(
+            requests=[
+                auth_pb2.VerifyTokenRequest(token=alice.token),
+                auth_pb2.VerifyTokenRequest(token="not-a-token"),
+                auth_pb2.VerifyTokenRequest(token=bob.token),
+            ]
+        ),
+    )
+    first, unknown, last = reply.results
+    assert (first.code, first.info.user_id) == (0, "alice")
+    assert (unknown.code, unknown.msg) == (1003, "invalid or expired token")
+    assert not unknown.HasField("info")
+    assert (last.code, last.info.user_id, last.info.app_platform) == (0, "bob", "ios")
+
+
 async def test_verify_token_rejects_expired(auth):
     await auth.tenant("acme")
     reply = await auth.token("acme", "alice")

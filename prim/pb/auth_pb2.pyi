@@ -143,6 +143,28 @@ class TokenInfo(_message.Message):
     allowed_origins: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, token_id: _Optional[str] = ..., tenant: _Optional[str] = ..., user_id: _Optional[str] = ..., app_platform: _Optional[str] = ..., nickname: _Optional[str] = ..., avatar: _Optional[str] = ..., expires_at: _Optional[int] = ..., device_policy: _Optional[str] = ..., max_devices: _Optional[int] = ..., allowed_origins: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class VerifyTokensRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[VerifyTokenRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[VerifyTokenRequest, _Mapping]]] = ...) -> None: ...
+
+class TokenResult(_message.Message):
+    __slots__ = ("info", "code", "msg")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MSG_FIELD_NUMBER: _ClassVar[int]
+    info: TokenInfo
+    code: int
+    msg: str
+    def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ..., code: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class VerifyTokensReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TokenResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TokenResult, _Mapping]]] = ...) -> None: ...
+
 class RevokeTokensRequest(_message.Message):
     __slots__ = ("tenant", "user_id", "app_platform")
     TENANT_FIELD_NUMBER: _ClassVar[int]

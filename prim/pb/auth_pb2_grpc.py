@@ -70,6 +70,11 @@ class AuthStub:
                 request_serializer=prim_dot_pb_dot_auth__pb2.VerifyTokenRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_auth__pb2.TokenInfo.FromString,
                 _registered_method=True)
+        self.VerifyTokens = channel.unary_unary(
+                '/prim.v1.Auth/VerifyTokens',
+                request_serializer=prim_dot_pb_dot_auth__pb2.VerifyTokensRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_auth__pb2.VerifyTokensReply.FromString,
+                _registered_method=True)
         self.RevokeTokens = channel.unary_unary(
                 '/prim.v1.Auth/RevokeTokens',
                 request_serializer=prim_dot_pb_dot_auth__pb2.RevokeTokensRequest.SerializeToString,
@@ -141,6 +146,15 @@ class AuthServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyTokens(self, request, context):
+        """Resolve several tokens in one call, each as VerifyToken would; each gets
+        its own result. Edges batch the logins that arrive while a call is in
+        flight.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeTokens(self, request, context):
         """Revoke every token of a user, or of one platform of that user.
         """
@@ -199,6 +213,11 @@ def add_AuthServicer_to_server(servicer, server):
                     servicer.VerifyToken,
                     request_deserializer=prim_dot_pb_dot_auth__pb2.VerifyTokenRequest.FromString,
                     response_serializer=prim_dot_pb_dot_auth__pb2.TokenInfo.SerializeToString,
+            ),
+            'VerifyTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyTokens,
+                    request_deserializer=prim_dot_pb_dot_auth__pb2.VerifyTokensRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_auth__pb2.VerifyTokensReply.SerializeToString,
             ),
             'RevokeTokens': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeTokens,
@@ -405,6 +424,33 @@ class Auth:
             '/prim.v1.Auth/VerifyToken',
             prim_dot_pb_dot_auth__pb2.VerifyTokenRequest.SerializeToString,
             prim_dot_pb_dot_auth__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prim.v1.Auth/VerifyTokens',
+            prim_dot_pb_dot_auth__pb2.VerifyTokensRequest.SerializeToString,
+            prim_dot_pb_dot_auth__pb2.VerifyTokensReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ Passwords and tokens never appear in an error message or a log line.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -178,6 +179,28 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
 
     @_handle_errors
     async def VerifyToken(self, request, context):
+        return await self._verify_token(request)
+
+    @_handle_errors
+    async def VerifyTokens(self, request, context):
+        outcomes = await asyncio.gather(
+            *(self._verify_token(single) for single in request.requests), return_exceptions=True
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, auth_pb2.TokenInfo):
+                results.append(auth_pb2.TokenResult(info=outcome))
+                continue
+            if isinstance(outcome, ConnectionFailure):
+                log.warning("MongoDB unreachable", extra={"method": "VerifyTokens", "error": repr(outcome)})
+                outcome = Unavailable("MongoDB unavailable")
+            elif not isinstance(outcome, PrimError):
+                log.error("verifying a token failed", extra={"error": repr(outcome)})
+                outcome = PrimError(Code.SERVER_ERROR, "internal error")
+            results.append(auth_pb2.TokenResult(code=int(outcome.code), msg=outcome.msg))
+        return auth_pb2.VerifyTokensReply(results=results)
+
+    async def _verify_token(self, request) -> auth_pb2.TokenInfo:
         key = request.WhichOneof("key")
         if key == "token" and request.token:
             digest = token_id(request.token)

@@ -57,7 +57,27 @@ class EdgeNode:
         self._sends: Coalescer[router_pb2.SendRequest, router_pb2.SendReply] = Coalescer(
             self._send_batch, max_batch=256, max_in_flight=4
         )
+        # Logins of a connect storm share VerifyTokens calls the same way.
+        self._token_checks: Coalescer[str, auth_pb2.TokenInfo] = Coalescer(
+            self._verify_batch, max_batch=256, max_in_flight=4
+        )
         self._tasks: list[asyncio.Task] = []
+
+    async def verify_token(self, token: str) -> auth_pb2.TokenInfo:
+        """The identity of a token; raise PrimError 1003 when it is not valid."""
+        return await self._token_checks.submit(token)
+
+    async def _verify_batch(self, tokens: list[str]) -> list[auth_pb2.TokenInfo | PrimError]:
+        reply = await self.auth.call(
+            "VerifyTokens",
+            auth_pb2.VerifyTokensRequest(
+                requests=[auth_pb2.VerifyTokenRequest(token=token) for token in tokens]
+            ),
+        )
+        return [
+            result.info if result.code == 0 else PrimError(Code(result.code), result.msg)
+            for result in reply.results
+        ]
 
     async def send_message(self, request: router_pb2.SendRequest) -> router_pb2.SendReply:
         """Store and deliver one message through the router; raise PrimError on failure."""

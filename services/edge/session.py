@@ -166,7 +166,7 @@ class Session:
     async def _login(self, token: str, frame_seq: str, cmd: str, data: dict) -> bool:
         """Verify the token and record the connection; on failure reply 1003 and close 4001."""
         try:
-            info = await self.node.auth.call("VerifyToken", auth_pb2.VerifyTokenRequest(token=token))
+            info = await self.node.verify_token(token)
             self._check_origin(info)
         except PrimError as exc:
             if exc.code not in (Code.UNAUTHORIZED, Code.FORBIDDEN):
