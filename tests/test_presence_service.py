@@ -597,3 +597,29 @@ def test_command_serves_then_stops_on_sigterm(backend, request, tmp_path):
     assert '"stopped"' in log_text
     if backend == "memory":
         assert "valid only when a single presence replica runs" in log_text
+
+
+
+async def test_connect_batch_keeps_each_result(presence):
+    """ConnectBatch applies each request as Connect would and reports each failure alone."""
+    reply = await presence.call(
+        "ConnectBatch",
+        pb.ConnectBatchRequest(
+            requests=[
+                pb.ConnectRequest(user=record(conn="c1"), ttl_seconds=30),
+                pb.ConnectRequest(user=record(user_id="bad id", conn="c3"), ttl_seconds=30),
+            ]
+        ),
+    )
+    ok, failed = reply.results
+    assert ok.code == 0
+    assert failed.code == 1002
+    assert "user_id" in failed.msg
+    reply = await presence.call(
+        "ConnectBatch",
+        pb.ConnectBatchRequest(
+            requests=[pb.ConnectRequest(user=record(conn="c2"), ttl_seconds=30)]
+        ),
+    )
+    (replaced,) = reply.results
+    assert list(replaced.reply.replaced) == [loc("u1", "web", "n1", "c1")]

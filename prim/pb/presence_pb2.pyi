@@ -25,6 +25,28 @@ class ConnectReply(_message.Message):
     replaced: _containers.RepeatedCompositeFieldContainer[_common_pb2.Location]
     def __init__(self, replaced: _Optional[_Iterable[_Union[_common_pb2.Location, _Mapping]]] = ...) -> None: ...
 
+class ConnectBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ConnectRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
+
+class ConnectResult(_message.Message):
+    __slots__ = ("reply", "code", "msg")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MSG_FIELD_NUMBER: _ClassVar[int]
+    reply: ConnectReply
+    code: int
+    msg: str
+    def __init__(self, reply: _Optional[_Union[ConnectReply, _Mapping]] = ..., code: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class ConnectBatchReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ConnectResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ConnectResult, _Mapping]]] = ...) -> None: ...
+
 class DisconnectRequest(_message.Message):
     __slots__ = ("tenant", "user_id", "conn_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class PresenceStub:
                 request_serializer=prim_dot_pb_dot_presence__pb2.ConnectRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_presence__pb2.ConnectReply.FromString,
                 _registered_method=True)
+        self.ConnectBatch = channel.unary_unary(
+                '/prim.v1.Presence/ConnectBatch',
+                request_serializer=prim_dot_pb_dot_presence__pb2.ConnectBatchRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_presence__pb2.ConnectBatchReply.FromString,
+                _registered_method=True)
         self.Disconnect = channel.unary_unary(
                 '/prim.v1.Presence/Disconnect',
                 request_serializer=prim_dot_pb_dot_presence__pb2.DisconnectRequest.SerializeToString,
@@ -87,6 +92,15 @@ class PresenceServicer:
     def Connect(self, request, context):
         """Record a new connection and apply the tenant's device policy. Returns the
         older connections that the new one replaces; they are removed already.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConnectBatch(self, request, context):
+        """Record several connections in one call, each as Connect would; each gets
+        its own result. Edges batch the logins that arrive while a call is in
+        flight.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +171,11 @@ def add_PresenceServicer_to_server(servicer, server):
                     request_deserializer=prim_dot_pb_dot_presence__pb2.ConnectRequest.FromString,
                     response_serializer=prim_dot_pb_dot_presence__pb2.ConnectReply.SerializeToString,
             ),
+            'ConnectBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConnectBatch,
+                    request_deserializer=prim_dot_pb_dot_presence__pb2.ConnectBatchRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_presence__pb2.ConnectBatchReply.SerializeToString,
+            ),
             'Disconnect': grpc.unary_unary_rpc_method_handler(
                     servicer.Disconnect,
                     request_deserializer=prim_dot_pb_dot_presence__pb2.DisconnectRequest.FromString,
@@ -225,6 +244,33 @@ class Presence:
             '/prim.v1.Presence/Connect',
             prim_dot_pb_dot_presence__pb2.ConnectRequest.SerializeToString,
             prim_dot_pb_dot_presence__pb2.ConnectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConnectBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prim.v1.Presence/ConnectBatch',
+            prim_dot_pb_dot_presence__pb2.ConnectBatchRequest.SerializeToString,
+            prim_dot_pb_dot_presence__pb2.ConnectBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

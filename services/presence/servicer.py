@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -127,6 +128,29 @@ class PresenceServicer(presence_pb2_grpc.PresenceServicer):
 
     @rpc_method
     async def Connect(self, request, context):
+        return await self._connect(request)
+
+    async def ConnectBatch(self, request, context):
+        outcomes = await asyncio.gather(
+            *(self._connect(single) for single in request.requests), return_exceptions=True
+        )
+        results = []
+        for single, outcome in zip(request.requests, outcomes, strict=True):
+            if isinstance(outcome, presence_pb2.ConnectReply):
+                results.append(presence_pb2.ConnectResult(reply=outcome))
+                continue
+            if isinstance(outcome, PrimError):
+                _log_failure("ConnectBatch", single, outcome)
+            else:
+                log.error(
+                    "call failed",
+                    extra={"method": "ConnectBatch", "error": repr(outcome), **_request_ids(single)},
+                )
+                outcome = PrimError(Code.SERVER_ERROR, "presence ConnectBatch failed")
+            results.append(presence_pb2.ConnectResult(code=int(outcome.code), msg=outcome.msg))
+        return presence_pb2.ConnectBatchReply(results=results)
+
+    async def _connect(self, request) -> presence_pb2.ConnectReply:
         check_record("user", request.user)
         policy = request.device_policy or POLICY_PER_PLATFORM
         check_choice("device_policy", policy, POLICIES)
