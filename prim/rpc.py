@@ -62,6 +62,10 @@ def channel_options(service: str) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # A peer that restarts at the same address (an edge node's container
+        # restarted in its pod) is reached again within 2 s. gRPC's default
+        # backoff grows to 120 s, so calls would fail long after it is back.
+        ("grpc.max_reconnect_backoff_ms", 2_000),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ]

@@ -86,6 +86,9 @@ class RouterServicer:
         """Send several one-to-one messages in one call, each as Send would; each
         gets its own result. Edges batch the messages that arrive while a call is
         in flight, so the router sees one call per batch instead of per message.
+        Unlike Send, the reply does not wait for the delivery calls and its
+        delivered counts are 0, so a hung edge node delays no message of the
+        batch that goes to other nodes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -87,19 +87,31 @@ async def run(settings) -> None:
         },
     )
 
+    loop = asyncio.get_running_loop()
+    # Loop time by which the process stops, set by the first exit signal.
+    stop_by: float | None = None
+
+    def seconds_left() -> float:
+        return settings.grace_seconds if stop_by is None else max(stop_by - loop.time(), 0.0)
+
     async def drain_on_signal() -> None:
+        nonlocal stop_by
         await drain_requested.wait()
+        # The drain, the HTTP server's shutdown and the grace of in-flight gRPC
+        # calls share PRIM_DRAIN_SECONDS, so the process exits within it.
+        stop_by = loop.time() + settings.drain_seconds
         await rpc.set_health(health, SERVICE_NAMES, serving=False)
         try:
-            await asyncio.wait_for(node.drain(), settings.drain_seconds)
+            await asyncio.wait_for(node.drain(), seconds_left())
         except TimeoutError:
             log.warning("drain timed out", extra={"node_id": node.node_id, "left": len(node.hub)})
+        server.config.timeout_graceful_shutdown = seconds_left()
         server.should_exit = True
 
     drainer = asyncio.create_task(drain_on_signal())
     await server.serve()
     drainer.cancel()
-    await grpc_server.stop(settings.grace_seconds)
+    await grpc_server.stop(seconds_left())
     await node.close()
     log.info("stopped", extra={"service": "prim-edge", "node_id": node.node_id})
 

@@ -61,7 +61,24 @@ class EdgeNode:
         self._token_checks: Coalescer[str, auth_pb2.TokenInfo] = Coalescer(
             self._verify_batch, max_batch=256, max_in_flight=4
         )
+        self._connects: Coalescer[presence_pb2.ConnectRequest, presence_pb2.ConnectReply] = (
+            Coalescer(self._connect_batch, max_batch=256, max_in_flight=4)
+        )
         self._tasks: list[asyncio.Task] = []
+        self._refresh_task: asyncio.Task | None = None
+        # Set when the node drains: the refresh loop ends after its current round.
+        self._stopping = asyncio.Event()
+
+    async def _connect_batch(
+        self, requests: list[presence_pb2.ConnectRequest]
+    ) -> list[presence_pb2.ConnectReply | PrimError]:
+        reply = await self.presence.call(
+            "ConnectBatch", presence_pb2.ConnectBatchRequest(requests=requests)
+        )
+        return [
+            result.reply if result.code == 0 else PrimError(Code(result.code), result.msg)
+            for result in reply.results
+        ]
 
     async def verify_token(self, token: str) -> auth_pb2.TokenInfo:
         """The identity of a token; raise PrimError 1003 when it is not valid."""
@@ -93,10 +110,8 @@ class EdgeNode:
         ]
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._refresh_loop()),
-            asyncio.create_task(self._sweep_loop()),
-        ]
+        self._refresh_task = asyncio.create_task(self._refresh_loop())
+        self._tasks = [self._refresh_task, asyncio.create_task(self._sweep_loop())]
 
     async def ready(self) -> bool:
         if self.draining:
@@ -132,12 +147,15 @@ class EdgeNode:
 
     async def _refresh_loop(self) -> None:
         interval = max(1.0, self.settings.presence_ttl_seconds / 3)
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.refresh_presence()
             except PrimError as exc:
                 log.warning("presence refresh failed; retrying", extra={"node_id": self.node_id, "error": exc.msg})
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), interval)
+            except TimeoutError:
+                pass
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -173,14 +191,13 @@ class EdgeNode:
     async def register(self, conn: Connection, device_policy: str, max_devices: int) -> None:
         """Record a new connection in presence and kick the ones it replaces."""
         self.hub.add(conn)
-        reply = await self.presence.call(
-            "Connect",
+        reply = await self._connects.submit(
             presence_pb2.ConnectRequest(
                 user=conn.user,
                 device_policy=device_policy,
                 max_devices=max_devices,
                 ttl_seconds=self.settings.presence_ttl_seconds,
-            ),
+            )
         )
         if reply.replaced:
             await self.router.call(
@@ -211,6 +228,7 @@ class EdgeNode:
     async def drain(self) -> None:
         """Send every client ``reconnect``, close with 1012 and remove presence."""
         self.draining = True
+        self._stopping.set()
         conns = list(self.hub)
         log.info("draining", extra={"node_id": self.node_id, "connections": len(conns)})
         frame = push_frame("reconnect", {"reason": "server restart"})
@@ -220,6 +238,10 @@ class EdgeNode:
             *(conn.close(CLOSE_RESTART, "server restart", flush_timeout=2.0) for conn in conns),
             return_exceptions=True,
         )
+        # A refresh round still in flight would register the node again after
+        # UnregisterNode, so it finishes first.
+        if self._refresh_task is not None:
+            await asyncio.wait([self._refresh_task])
         try:
             await self.presence.call(
                 "UnregisterNode", presence_pb2.UnregisterNodeRequest(node_id=self.node_id)

@@ -44,7 +44,13 @@ SETTINGS = [
         65536,
         "Kernel send buffer (SO_SNDBUF) of each WebSocket, in bytes; 0 keeps the kernel's automatic sizing.",
     ),
-    Setting("drain_seconds", float, 10.0, "Time allowed to drain connections on SIGTERM, in seconds."),
+    Setting(
+        "drain_seconds",
+        float,
+        10.0,
+        "Time from SIGTERM until the edge node exits, in seconds: clients get reconnect and "
+        "close 1012, then in-flight gRPC calls finish.",
+    ),
     Setting("ws_ping_interval_seconds", float, 20.0, "Interval of WebSocket ping frames, in seconds."),
     Setting(
         "event_loop",

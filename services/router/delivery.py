@@ -166,8 +166,22 @@ class NodeLane:
                         else:
                             future.set_result(counts[offset : offset + len(pushes)])
                     offset += len(pushes)
+                if counts is None:
+                    self._drop_queued()
         finally:
             self._sender = None
+
+    def _drop_queued(self) -> None:
+        """Settle the pushes queued during a failed call with zeros, without sending them.
+
+        They already waited for that call, up to a deadline. Sending them in a
+        call of their own could make them wait one more, so a hung node would
+        cost them two deadlines. The messages are stored, and sync returns them.
+        """
+        while self._queue:
+            pushes, future = self._queue.popleft()
+            if not future.done():
+                future.set_result([0] * len(pushes))
 
     def _take(self) -> list[tuple[list[edge_pb2.Push], asyncio.Future]]:
         entries, size = [], 0

@@ -109,12 +109,33 @@ class Dispatcher:
         task.add_done_callback(self._counting.discard)
 
     async def _count(self, items, lanes) -> None:
+        """Settle each message as soon as the lanes that carry its pushes have replied.
+
+        A message waits only for its own nodes, so a hung node delays the
+        replies to the senders of its messages and to no other sender.
+        """
         delivered: dict[int, int] = collections.defaultdict(int)
+        lanes_left: dict[int, int] = collections.defaultdict(int)
+        targets_of = {}
         for future, targets in lanes.values():
-            counts = await future
-            for (item, _), count in zip(targets, counts):
-                delivered[id(item)] += count
-        _settle(items, delivered)
+            targets_of[future] = targets
+            for item_id in {id(item) for item, _ in targets}:
+                lanes_left[item_id] += 1
+        _settle([item for item in items if id(item) not in lanes_left], delivered)
+
+        pending = set(targets_of)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finished = []
+            for future in done:
+                targets = targets_of[future]
+                for (item, _), count in zip(targets, future.result()):
+                    delivered[id(item)] += count
+                for item in {id(item): item for item, _ in targets}.values():
+                    lanes_left[id(item)] -= 1
+                    if lanes_left[id(item)] == 0:
+                        finished.append(item)
+            _settle(finished, delivered)
 
     async def _locate(
         self, items: list[Outgoing]

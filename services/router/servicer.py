@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -50,6 +51,11 @@ def _check_message_fields(request) -> None:
         raise invalid("clientMsgId", request.client_msg_id[:16] + "...", "must be at most 128 characters")
 
 
+def _observe_delivery(since: float, delivery: asyncio.Future) -> None:
+    if not delivery.cancelled():
+        metrics.observe_delivery("direct", delivery.result(), since)
+
+
 def _message_proto(doc: dict[str, Any], broadcast: bool = False) -> common_pb2.Message:
     sender = doc.get("from") or {}
     return common_pb2.Message(
@@ -79,11 +85,16 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @_handled
     async def Send(self, request, context):
-        return await self._send(request)
+        return await self._send(request, wait_for_delivery=True)
 
     async def SendBatch(self, request, context):
+        # Each message's reply is ready once it is stored, without waiting for
+        # its delivery calls. A batch mixes recipients on many edge nodes, so
+        # waiting would let one hung node hold back the replies to all of
+        # them, and through the edge's limit on batches in flight, later sends.
         outcomes = await asyncio.gather(
-            *(self._send(single) for single in request.requests), return_exceptions=True
+            *(self._send(single, wait_for_delivery=False) for single in request.requests),
+            return_exceptions=True,
         )
         results = []
         for single, outcome in zip(request.requests, outcomes, strict=True):
@@ -99,7 +110,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 results.append(router_pb2.SendResult(reply=outcome))
         return router_pb2.SendBatchReply(results=results)
 
-    async def _send(self, request) -> router_pb2.SendReply:
+    async def _send(self, request, wait_for_delivery: bool) -> router_pb2.SendReply:
+        """Store the message and hand it to delivery.
+
+        With ``wait_for_delivery`` the reply waits for the delivery calls and
+        carries ``delivered``; without, ``delivered`` is 0.
+        """
         _check_message_fields(request)
         ids.check_user_id("to", request.to)
         item = Outgoing(
@@ -124,6 +140,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         else:
             self.dispatcher.submit([item])
         ready_at = time.perf_counter()
+        if not wait_for_delivery:
+            item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
+            return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time)
         delivered = await item.delivery
         metrics.observe_delivery("direct", delivered, ready_at)
         return router_pb2.SendReply(
