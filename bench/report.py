@@ -385,7 +385,9 @@ and rewrite this page, `docs/benchmarks/results.json` and
 
 prim's targets compare it with the best of the two framework peers
 (python-socketio and Django Channels); the relay is a ceiling, not a target.
-prim is not optimised yet: these are the starting numbers.
+prim batches its internal gRPC calls under load (SendBatch, VerifyTokens,
+ConnectBatch) and runs its edges on uvloop; the targets it still misses are
+open work.
 
 {table(["target", "prim", "reference", "ratio", "verdict"], targets(results))}
 
