@@ -142,7 +142,11 @@ function renderUsers(list, nodeOf, pages) {
           "td",
           { class: "actions" },
           el("button", { type: "button", class: "devices", onclick: () => showDevices(user.userId, nodeOf) }, "Devices"),
-          el("button", { type: "button", class: "exit danger", onclick: (event) => forceOffline(event.target, user.userId) }, "Force offline"),
+          el(
+            "button",
+            { type: "button", class: "exit danger", onclick: (event) => forceOffline(event.target, user.userId) },
+            armedExits.has(user.userId) ? "Confirm" : "Force offline",
+          ),
         ),
       ),
     ),
@@ -191,17 +195,23 @@ async function showDevices(userId, nodeOf) {
   );
 }
 
+// Users whose Force offline button is armed. The state lives here, not on the
+// button, because the users poll re-renders the table every POLL_MS.
+const armedExits = new Set();
+
 // The first click arms the button; a second click within 3 seconds acts.
 async function forceOffline(button, userId) {
-  if (!button.dataset.armed) {
-    button.dataset.armed = "1";
+  if (!armedExits.has(userId)) {
+    armedExits.add(userId);
     button.textContent = "Confirm";
     setTimeout(() => {
-      delete button.dataset.armed;
-      button.textContent = "Force offline";
+      armedExits.delete(userId);
+      const current = document.querySelector(`#users tr[data-user-id="${CSS.escape(userId)}"] button.exit`);
+      if (current) current.textContent = "Force offline";
     }, 3000);
     return;
   }
+  armedExits.delete(userId);
   button.disabled = true;
   try {
     const result = await call("POST", "/sysClient/exit", { body: { userId } });
