@@ -93,10 +93,12 @@ class Settings(Mapping[str, Any]):
 
     def redacted(self) -> dict[str, Any]:
         """Values safe to log: secrets are replaced by whether they are set."""
-        return {
-            name: ("<set>" if value else "<unset>") if self._specs[name].secret else value
-            for name, value in self._values.items()
-        }
+        values = {}
+        for name, value in self._values.items():
+            if self._specs[name].secret:
+                value = "<set>" if value else "<unset>"
+            values[name] = value
+        return values
 
 
 # Settings every service has.

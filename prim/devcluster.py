@@ -32,7 +32,7 @@ _PORT_RANGE = (20000, 32000)
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
     for _ in range(200):
         port = random.randint(*_PORT_RANGE)
         with socket.socket() as sock:

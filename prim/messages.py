@@ -65,5 +65,5 @@ def message_from_proto(message: common_pb2.Message) -> dict[str, Any]:
 
 
 def push_frame(cmd: str, data: Any, code_msg: str = "ok") -> bytes:
-    """An unprompted server frame: seq is empty and the code is 200."""
+    """Encode an unprompted server frame, whose seq is empty and code 200."""
     return _encoder.encode({"seq": "", "cmd": cmd, "response": {"code": 200, "codeMsg": code_msg, "data": data}})

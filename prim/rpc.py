@@ -145,8 +145,8 @@ def add_port(server: grpc.aio.Server, address: str, grpc_tls: tls.GrpcTls | None
 
 
 # A health name that is SERVING while the process runs, whatever its
-# dependencies do; a liveness probe checks it so that an outage of MongoDB or
-# Redis does not restart every pod.
+# dependencies do. Liveness probes check it, so an outage of MongoDB or Redis
+# does not restart every pod.
 LIVENESS_SERVICE = "liveness"
 
 

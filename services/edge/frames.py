@@ -84,7 +84,7 @@ def encode_error(error: PrimError, frame_seq: str = "", cmd: str = "") -> bytes:
 
 
 def user_dict(user) -> dict[str, Any]:
-    """The contract's User record from a ``prim.v1.User``."""
+    """Convert a ``prim.v1.User`` into the contract's User record."""
     return {
         "accIp": user.acc_ip,
         "accPort": user.acc_port,

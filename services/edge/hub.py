@@ -171,7 +171,7 @@ class Hub:
         return True
 
     def get(self, tenant: str, conn_id: str) -> Connection | None:
-        """The connection with this id, only if it belongs to ``tenant``."""
+        """Return the connection with this id, only if it belongs to ``tenant``."""
         conn = self.by_id.get(conn_id)
         return conn if conn is not None and conn.tenant == tenant else None
 

@@ -34,6 +34,17 @@ log = logging.getLogger("prim.edge")
 REFRESH_CHUNK = 1000
 
 
+def _batch_outcomes(results, field: str) -> list:
+    """Turn the per-item results of a batch call into values or PrimErrors, in order.
+
+    Each result carries either ``field`` (code 0) or a contract code and message.
+    """
+    return [
+        getattr(result, field) if result.code == 0 else PrimError(Code(result.code), result.msg)
+        for result in results
+    ]
+
+
 class EdgeNode:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -75,13 +86,10 @@ class EdgeNode:
         reply = await self.presence.call(
             "ConnectBatch", presence_pb2.ConnectBatchRequest(requests=requests)
         )
-        return [
-            result.reply if result.code == 0 else PrimError(Code(result.code), result.msg)
-            for result in reply.results
-        ]
+        return _batch_outcomes(reply.results, "reply")
 
     async def verify_token(self, token: str) -> auth_pb2.TokenInfo:
-        """The identity of a token; raise PrimError 1003 when it is not valid."""
+        """Return the identity of a token; raise PrimError 1003 when it is not valid."""
         return await self._token_checks.submit(token)
 
     async def _verify_batch(self, tokens: list[str]) -> list[auth_pb2.TokenInfo | PrimError]:
@@ -91,10 +99,7 @@ class EdgeNode:
                 requests=[auth_pb2.VerifyTokenRequest(token=token) for token in tokens]
             ),
         )
-        return [
-            result.info if result.code == 0 else PrimError(Code(result.code), result.msg)
-            for result in reply.results
-        ]
+        return _batch_outcomes(reply.results, "info")
 
     async def send_message(self, request: router_pb2.SendRequest) -> router_pb2.SendReply:
         """Store and deliver one message through the router; raise PrimError on failure."""
@@ -104,10 +109,7 @@ class EdgeNode:
         self, requests: list[router_pb2.SendRequest]
     ) -> list[router_pb2.SendReply | PrimError]:
         reply = await self.router.call("SendBatch", router_pb2.SendBatchRequest(requests=requests))
-        return [
-            result.reply if result.code == 0 else PrimError(Code(result.code), result.msg)
-            for result in reply.results
-        ]
+        return _batch_outcomes(reply.results, "reply")
 
     async def start(self) -> None:
         self._refresh_task = asyncio.create_task(self._refresh_loop())

@@ -52,7 +52,7 @@ def error_response(error: PrimError) -> Response:
 
 
 async def read_body(request: Request) -> dict[str, Any]:
-    """A JSON object or a form, as a dict; other bodies are invalid."""
+    """Parse a JSON object or a form body into a dict; raise PrimError for other bodies."""
     content_type = request.headers.get("content-type", "")
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
@@ -172,7 +172,7 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 
 async def require_tenant(request: Request) -> str:
-    """The tenant account of valid HTTP Basic credentials."""
+    """Return the tenant account of the request's HTTP Basic credentials; raise PrimError if invalid."""
     credentials = _basic(request)
     if credentials is None:
         if is_operator(request):
@@ -513,9 +513,14 @@ async def system_state(request: Request) -> Response:
         edges_alive = len(nodes)
     except PrimError:
         nodes, edges_alive = [], None
-    ready = await node.ready()
+    if node.draining:
+        status = "draining"
+    elif await node.ready():
+        status = "ok"
+    else:
+        status = "degraded"
     data: dict[str, Any] = {
-        "status": "draining" if node.draining else ("ok" if ready else "degraded"),
+        "status": status,
         "version": __version__,
         "connections": len(node.hub),
         "edgesAlive": edges_alive,
