@@ -289,6 +289,19 @@ def with_drops(system: System, run) -> dict:
     return result
 
 
+STEPS = (
+    "live",
+    "latency",
+    "stored",
+    "mongo_insert",
+    "profile_live",
+    "profile_stored",
+    "idle",
+    "storm",
+    "broadcast",
+)
+
+
 def users_for(plan: Plan) -> dict[str, list[str]]:
     return {
         "pairs": [f"s{i}" for i in range(plan.pairs)] + [f"r{i}" for i in range(plan.pairs)],
@@ -299,8 +312,13 @@ def users_for(plan: Plan) -> dict[str, list[str]]:
     }
 
 
-def measure(system: System, plan: Plan, with_profile: bool) -> dict:
-    """Run every scenario on a started system; a failed scenario records its error and the run goes on."""
+def measure(
+    system: System, plan: Plan, with_profile: bool, only: set[str] | None = None
+) -> dict:
+    """Run the scenarios on a started system; a failed scenario records its error and the run goes on.
+
+    With ``only``, just the steps of those names run.
+    """
     results: dict[str, dict] = {}
     prim = system.name == "prim"
     steps = [
@@ -326,6 +344,8 @@ def measure(system: System, plan: Plan, with_profile: bool) -> dict:
         ("broadcast", lambda: broadcast(system, plan)),
     ]
     for name, step in steps:
+        if only is not None and name not in only:
+            continue
         settle(system)
         log(f"{system.name}: {name}")
         try:
@@ -373,7 +393,9 @@ def brief(result: dict) -> dict:
     return {key: result[key] for key in keys if key in result}
 
 
-def run(names: list[str], mode: str, out_dir: Path, with_profile: bool) -> dict:
+def run(
+    names: list[str], mode: str, out_dir: Path, with_profile: bool, only: set[str] | None = None
+) -> dict:
     plan = PLANS[mode]
     results = {
         "mode": mode,
@@ -391,7 +413,7 @@ def run(names: list[str], mode: str, out_dir: Path, with_profile: bool) -> dict:
             system.start(users_for(plan))
             results["systems"][name] = {
                 "label": system.label,
-                **measure(system, plan, with_profile),
+                **measure(system, plan, with_profile, only),
             }
         except Exception as exc:  # noqa: BLE001 - a system that cannot start is recorded, not fatal
             traceback.print_exc()
@@ -436,7 +458,15 @@ def main(argv: list[str] | None = None) -> None:
         "--page", default=str(ROOT / "docs" / "benchmarks.md"), help="Markdown report"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy runs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated steps to run, of " + ", ".join(STEPS) + " (default: all)",
+    )
     args = parser.parse_args(argv)
+    only = {step for step in args.only.split(",") if step} or None
+    if only is not None and not only <= set(STEPS):
+        parser.error(f"unknown steps {sorted(only - set(STEPS))}; choose from {list(STEPS)}")
     names = [name for name in args.systems.split(",") if name]
     unknown = [name for name in names if name not in SYSTEMS]
     if unknown:
@@ -444,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     out_dir = Path(args.out)
-    results = run(names, args.mode, out_dir, not args.no_profile)
+    results = run(names, args.mode, out_dir, not args.no_profile, only)
     report.write(results, out_dir, Path(args.page))
     log(f"wrote {out_dir / 'results.json'}, {out_dir / 'chart.png'} and {args.page}")
 

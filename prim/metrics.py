@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import msgspec
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -41,7 +40,7 @@ FRAMES_RECEIVED = Counter(
 )
 FRAMES_SENT = Counter(
     "prim_frames_sent",
-    "Frames written to WebSocket connections, by cmd: replies carry the request's cmd, "
+    "Frames handed to WebSocket connections to write, by cmd: replies carry the request's cmd, "
     "pushes msg, kick or reconnect.",
     ["cmd"],
 )
@@ -75,20 +74,28 @@ GRPC_SERVER_HANDLING = Histogram(
 )
 
 
-class _FrameHead(msgspec.Struct):
-    cmd: str = ""
+# The FRAMES_RECEIVED and FRAMES_SENT children of each contract cmd, looked up once.
+_frames_received = {
+    cmd: FRAMES_RECEIVED.labels(cmd) for cmd in (*FRAME_COMMANDS, "unknown", "invalid")
+}
 
 
-_head_decoder = msgspec.json.Decoder(_FrameHead)
+def count_frame_received(cmd: str) -> None:
+    """Count a received frame; ``cmd`` is a contract cmd, ``unknown`` or ``invalid``."""
+    counter = _frames_received.get(cmd)
+    if counter is None:
+        counter = FRAMES_RECEIVED.labels(cmd)
+    counter.inc()
 
 
-def count_frame_sent(frame: bytes) -> None:
-    """Count an encoded reply or push by its ``cmd``; a cmd outside the contract counts as ``other``."""
-    try:
-        cmd = _head_decoder.decode(frame).cmd
-    except msgspec.DecodeError:
-        cmd = ""
-    FRAMES_SENT.labels(cmd if cmd in FRAME_COMMANDS else "other").inc()
+
+_frames_sent = {cmd: FRAMES_SENT.labels(cmd) for cmd in FRAME_COMMANDS}
+_frames_sent_other = FRAMES_SENT.labels("other")
+
+
+def count_frames_sent(cmd: str, count: int = 1) -> None:
+    """Count frames of ``cmd`` handed to a connection; a cmd outside the contract counts as ``other``."""
+    _frames_sent.get(cmd, _frames_sent_other).inc(count)
 
 
 def count_error(code: int, transport: str) -> None:

@@ -32,7 +32,7 @@ import contextvars
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -215,22 +215,29 @@ _frame: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar("prim_fra
 
 
 @contextlib.contextmanager
-def frame_span(attributes: dict[str, str]) -> Iterator[None]:
+def frame_span(attributes: Callable[[], dict[str, str]]) -> Iterator[None]:
     """Trace one received WebSocket frame and count it in FRAMES_RECEIVED.
 
-    The span is the root of a new trace. Its name is ``invalid frame`` until
-    :func:`name_frame` names it after the frame's cmd.
+    The span is the root of a new trace, with the attributes that
+    ``attributes()`` returns (called only when tracing is on). Its name is
+    ``invalid frame`` until :func:`name_frame` names it after the frame's cmd.
     """
-    if _enabled:
-        tracer = trace.get_tracer("prim.edge")
-        span = tracer.start_span(
-            "invalid frame",
-            context=otel_context.Context(),
-            kind=SpanKind.SERVER,
-            attributes={f"prim.{key}": value for key, value in attributes.items() if value},
-        )
-    else:
-        span = trace.INVALID_SPAN
+    if not _enabled:
+        frame = _Frame(trace.INVALID_SPAN)
+        token = _frame.set(frame)
+        try:
+            yield
+        finally:
+            _frame.reset(token)
+            metrics.count_frame_received(frame.cmd)
+        return
+    tracer = trace.get_tracer("prim.edge")
+    span = tracer.start_span(
+        "invalid frame",
+        context=otel_context.Context(),
+        kind=SpanKind.SERVER,
+        attributes={f"prim.{key}": value for key, value in attributes().items() if value},
+    )
     frame = _Frame(span)
     token = _frame.set(frame)
     try:
@@ -238,7 +245,7 @@ def frame_span(attributes: dict[str, str]) -> Iterator[None]:
             yield
     finally:
         _frame.reset(token)
-        metrics.FRAMES_RECEIVED.labels(frame.cmd).inc()
+        metrics.count_frame_received(frame.cmd)
 
 
 def name_frame(cmd: str) -> None:

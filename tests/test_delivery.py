@@ -176,20 +176,60 @@ async def test_write_concern_setting(cluster):
             MessageStore(cluster.mongo_url, "prim", bad)
 
 
+class _Socket:
+    """The socket side of a Connection: records payloads, pauses on request."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+
+    def can_write(self) -> bool:
+        return self.resumed.is_set()
+
+    def write_text_frames(self, payloads) -> bool:
+        self.written.extend(payloads)
+        return True
+
+    async def wait_writable(self) -> None:
+        await self.resumed.wait()
+
+
+async def _no_close(code: int, reason: str) -> None:
+    pass
+
+
 async def test_late_push_dropped_on_connection():
-    written = []
-
-    async def send_text(text: str) -> None:
-        written.append(text)
-
-    async def close(code: int, reason: str) -> None:
-        pass
-
-    conn = Connection("c1", send_text, close, max_frames=10, max_bytes=10_000)
+    socket = _Socket()
+    conn = Connection("c1", socket, _no_close, max_frames=10, max_bytes=10_000)
     results = [conn.push_message(f"m{seq}".encode(), seq) for seq in (1, 2, 4, 3, 0, 5)]
     await conn.flush(1.0)
     assert results == [True, True, True, False, True, True]
-    assert written == ["m1", "m2", "m4", "m0", "m5"]
+    assert socket.written == [b"m1", b"m2", b"m4", b"m0", b"m5"]
+
+
+async def test_paused_socket_queues_in_order_then_overflows():
+    socket = _Socket()
+    closed = []
+
+    async def close(code: int, reason: str) -> None:
+        closed.append(code)
+
+    conn = Connection("c1", socket, close, max_frames=3, max_bytes=10_000)
+    assert conn.push(b"a", "msg")
+    socket.resumed.clear()  # the transport paused
+    assert [conn.push(frame, "msg") for frame in (b"b", b"c")] == [True, True]
+    assert socket.written == [b"a"]
+    socket.resumed.set()
+    await conn.flush(1.0)
+    assert socket.written == [b"a", b"b", b"c"]
+
+    socket.resumed.clear()
+    assert [conn.push(frame, "msg") for frame in (b"d", b"e", b"f")] == [True] * 3
+    assert not conn.push(b"g", "msg")  # a fourth queued frame passes max_frames
+    await asyncio.sleep(0)
+    assert conn.closed and closed == [1008]
+    assert socket.written == [b"a", b"b", b"c"]
 
 
 # Idempotent send

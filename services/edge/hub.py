@@ -1,15 +1,17 @@
 """The hub: this node's registry of live connections and their send queues.
 
-Each :class:`Connection` owns a bounded send queue. Frames are written by a
-writer task that exists only while the queue is not empty, so an idle
-connection costs no task. Pushing only appends to the queue, so delivery to
-other connections never waits for this one.
+A frame pushed to a :class:`Connection` is written to its socket's transport
+at once while the transport takes data, with no task and no await. When the
+client stops reading, the kernel buffers fill (the WebSocket protocol caps
+them with SO_SNDBUF), the transport's buffer passes its high-water mark and
+the transport pauses. Frames pushed from then on wait in the connection's
+bounded send queue, which one task writes out when the transport resumes.
+Pushing never waits, so delivery to other connections never waits for
+this one.
 
-When a client stops reading, the kernel buffers fill (the WebSocket protocol
-caps them with SO_SNDBUF), the transport pauses, uvicorn's send waits, and
-the writer stops taking frames; the queue then grows. A connection whose
-queue passes its frame or byte limit is a slow consumer: it is closed with
-code 1008, and the client recovers what it missed with ``sync``.
+A connection whose queue passes its frame or byte limit is a slow consumer:
+it is closed with code 1008, and the client recovers what it missed with
+``sync``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Protocol
 
 from prim import metrics
 from prim.pb import common_pb2
@@ -35,13 +38,23 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class FrameWriter(Protocol):
+    """The socket side of a connection, as the edge's WebSocket protocol provides it."""
+
+    def can_write(self) -> bool: ...
+
+    def write_text_frames(self, payloads: Sequence[bytes]) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
 class Connection:
     """One logged-in WebSocket on this node."""
 
     def __init__(
         self,
         conn_id: str,
-        send_text: Callable[[str], Awaitable[None]],
+        writer: FrameWriter,
         close: Callable[[int, str], Awaitable[None]],
         max_frames: int,
         max_bytes: int,
@@ -54,7 +67,7 @@ class Connection:
         self.expires_at = 0
         self.last_seen = time.monotonic()
         self.closed = False
-        self._send_text = send_text
+        self._io = writer
         self._close = close
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
@@ -64,7 +77,7 @@ class Connection:
         # Highest timeline seq pushed on this connection; see push_message.
         self.last_pushed_seq = 0
 
-    def push_message(self, frame: bytes, seq: int) -> bool:
+    def push_message(self, frame: bytes, seq: int, cmd: str = "msg") -> bool:
         """Queue a message push that carries timeline position ``seq`` (0 for none).
 
         Pushes leave in ascending seq: one router sends them in that order,
@@ -80,12 +93,18 @@ class Connection:
                 )
                 return False
             self.last_pushed_seq = seq
-        return self.push(frame)
+        return self.push(frame, cmd)
 
-    def push(self, frame: bytes) -> bool:
-        """Queue a frame; return False when the connection is closed or overflows."""
+    def push(self, frame: bytes, cmd: str) -> bool:
+        """Write or queue a frame whose cmd is ``cmd``; return False when the connection is
+        closed or overflows."""
         if self.closed:
             return False
+        if self._writer is None and self._io.can_write():
+            if not self._io.write_text_frames((frame,)):
+                return False
+            metrics.count_frames_sent(cmd)
+            return True
         if len(self._queue) >= self._max_frames or self._queued_bytes + len(frame) > self._max_bytes:
             log.warning(
                 "slow consumer closed",
@@ -95,22 +114,28 @@ class Connection:
             return False
         self._queue.append(frame)
         self._queued_bytes += len(frame)
+        metrics.count_frames_sent(cmd)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write())
         return True
 
     async def _write(self) -> None:
+        """Write the queue out whenever the transport takes data again, until it is empty."""
         try:
             while self._queue and not self.closed:
-                frame = self._queue.popleft()
-                self._queued_bytes -= len(frame)
-                await self._send_text(frame.decode())
-                metrics.count_frame_sent(frame)
-        except Exception as exc:  # the socket went away; the reader notices and cleans up
+                await self._io.wait_writable()
+                if self.closed:
+                    break
+                frames = list(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                if not self._io.write_text_frames(frames):
+                    break  # the socket went away; the reader notices and cleans up
+        except Exception as exc:
             log.debug("write failed", extra={"conn_id": self.conn_id, "error": repr(exc)})
+        finally:
             self._queue.clear()
             self._queued_bytes = 0
-        finally:
             self._writer = None
 
     async def flush(self, timeout: float) -> None:

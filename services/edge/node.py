@@ -221,7 +221,7 @@ class EdgeNode:
 
     async def kick(self, conn: Connection, reason: str) -> None:
         log.info("kicking connection", extra={"conn_id": conn.conn_id, "tenant": conn.tenant, "user_id": conn.user_id, "reason": reason})
-        conn.push(push_frame("kick", {"reason": reason}))
+        conn.push(push_frame("kick", {"reason": reason}), "kick")
         await conn.close(CLOSE_KICK, reason)
         await self.unregister(conn)
 
@@ -235,7 +235,7 @@ class EdgeNode:
         log.info("draining", extra={"node_id": self.node_id, "connections": len(conns)})
         frame = push_frame("reconnect", {"reason": "server restart"})
         for conn in conns:
-            conn.push(frame)
+            conn.push(frame, "reconnect")
         await asyncio.gather(
             *(conn.close(CLOSE_RESTART, "server restart", flush_timeout=2.0) for conn in conns),
             return_exceptions=True,

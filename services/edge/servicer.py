@@ -58,7 +58,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     async def DeliverTenant(self, request, context):
         delivered = 0
         for conn in self.node.hub.of_tenant(request.tenant):
-            if conn.push(request.frame):
+            if conn.push(request.frame, "msg"):
                 delivered += 1
         return edge_pb2.DeliverReply(delivered=delivered)
 

@@ -20,7 +20,7 @@ from . import frames
 from .frames import FrameError
 from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, now_ms
 from .node import EdgeNode
-from .ws_protocol import OVERSIZED_KEY
+from .ws_protocol import OVERSIZED_KEY, PROTOCOL_KEY
 
 log = logging.getLogger("prim.edge.session")
 
@@ -48,7 +48,7 @@ class Session:
         settings = node.settings
         self.conn = Connection(
             str(ObjectId()),
-            self._send_text,
+            websocket.scope["extensions"][PROTOCOL_KEY],
             self._close,
             settings.send_queue_frames,
             settings.send_queue_bytes,
@@ -57,19 +57,16 @@ class Session:
         # Arrival times of recent oversized WebSocket messages.
         self._oversized_at: collections.deque[float] = collections.deque()
 
-    async def _send_text(self, text: str) -> None:
-        await self.ws.send({"type": "websocket.send", "text": text})
-
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state != WebSocketState.DISCONNECTED:
             await self.ws.close(code, reason)
 
     def reply(self, frame_seq: str, cmd: str, data: Any) -> None:
-        self.conn.push(frames.encode_reply(frame_seq, cmd, 200, data))
+        self.conn.push(frames.encode_reply(frame_seq, cmd, 200, data), cmd)
 
     def reply_error(self, error: PrimError, frame_seq: str = "", cmd: str = "") -> None:
         telemetry.record_error(error, "websocket")
-        self.conn.push(frames.encode_error(error, frame_seq, cmd))
+        self.conn.push(frames.encode_error(error, frame_seq, cmd), cmd)
 
     # Lifecycle
 
@@ -93,15 +90,18 @@ class Session:
         return {"conn_id": self.conn.conn_id, "tenant": self.conn.tenant, "user_id": self.conn.user_id}
 
     async def _receive_loop(self) -> None:
-        settings = self.node.settings
+        receive = self.ws.receive
         while not self.conn.closed:
-            timeout = settings.heartbeat_timeout_seconds if self.logged_in else settings.login_timeout_seconds
-            try:
-                message = await asyncio.wait_for(self.ws.receive(), timeout)
-            except TimeoutError:
-                reason = "heartbeat timeout" if self.logged_in else "login timeout"
-                await self.conn.close(CLOSE_NORMAL, reason)
-                return
+            if self.logged_in:
+                # The node's sweep closes a logged-in connection that goes
+                # silent, so no timer per receive is needed here.
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.node.settings.login_timeout_seconds)
+                except TimeoutError:
+                    await self.conn.close(CLOSE_NORMAL, "login timeout")
+                    return
             if message["type"] == "websocket.disconnect":
                 return
             self.conn.last_seen = time.monotonic()
@@ -111,7 +111,7 @@ class Session:
             raw = message.get("text")
             if raw is None:
                 raw = message.get("bytes") or b""
-            with telemetry.frame_span(self._ids()):
+            with telemetry.frame_span(self._ids):
                 await self._handle(raw)
 
     async def _reject_oversized(self, size: int) -> None:
@@ -176,7 +176,7 @@ class Session:
             await self.conn.close(CLOSE_KICK, "unauthorized")
             return False
         if self.node.draining:
-            self.conn.push(frames.encode_reply("", "reconnect", 200, {"reason": "server restart"}))
+            self.conn.push(frames.encode_reply("", "reconnect", 200, {"reason": "server restart"}), "reconnect")
             await self.conn.close(CLOSE_RESTART, "server restart")
             return False
         self._fill_connection(info, data)

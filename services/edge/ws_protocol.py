@@ -18,21 +18,39 @@ the wire and a compressed message cannot expand past it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import socket
-from collections.abc import Generator
+import struct
+from collections.abc import Generator, Sequence
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import PayloadTooBig, ProtocolError
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import Protocol
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 
 # Key of a ``websocket.receive`` event that stands for a discarded message;
 # its value is the size of the message in bytes.
 OVERSIZED_KEY = "prim.oversized_bytes"
+# Key in the connection scope's "extensions" whose value is the connection's
+# EdgeWebSocketProtocol, for writing frames without the ASGI send path.
+PROTOCOL_KEY = "prim.websocket"
+
+# Headers of unmasked, final text frames (RFC 6455 section 5.2) whose payload
+# fits the 7-bit length field, by payload length.
+_SHORT_TEXT_HEADERS = [bytes((0x81, length)) for length in range(126)]
+
+
+def text_frame_header(length: int) -> bytes:
+    """Header of a server's unfragmented text frame with ``length`` bytes of payload."""
+    if length < 126:
+        return _SHORT_TEXT_HEADERS[length]
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
 
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 # RFC 6455 section 5.5: control frames carry at most 125 bytes of payload.
@@ -200,6 +218,55 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         sock = transport.get_extra_info("socket")
         if self.send_buffer_bytes and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][PROTOCOL_KEY] = self
+
+    # Direct frame writes. The hub writes text frames here instead of through
+    # ASGI send, which costs an await, a dict and a pass through websockets'
+    # frame serializer per frame. A server's frames are unmasked and the edge
+    # negotiates no extension, so a frame is a header and the payload; the
+    # websockets state machine has nothing to track for them.
+
+    def can_write(self) -> bool:
+        """Whether frames written now go out: the connection is open and the transport not paused."""
+        return self.writable.is_set() and self.is_open()
+
+    def is_open(self) -> bool:
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.conn.state is State.OPEN
+            and not self.transport.is_closing()
+        )
+
+    def write_text_frames(self, payloads: Sequence[bytes]) -> bool:
+        """Write each UTF-8 payload as one text frame; return False when the connection is not open.
+
+        Writing ignores a paused transport (the caller checks :meth:`can_write`
+        and waits with :meth:`wait_writable`), so the transport buffers what
+        the kernel does not take.
+        """
+        if not self.is_open():
+            return False
+        if len(payloads) == 1:
+            payload = payloads[0]
+            self.transport.write(text_frame_header(len(payload)) + payload)
+            return True
+        parts = []
+        for payload in payloads:
+            parts.append(text_frame_header(len(payload)))
+            parts.append(payload)
+        self.transport.write(b"".join(parts))
+        return True
+
+    async def wait_writable(self) -> None:
+        """Wait until the transport takes more data or the connection is gone."""
+        await self.writable.wait()
 
     async def send(self, message) -> None:
         if message["type"] != "websocket.close" or self.writable.is_set() or self.disconnected:
