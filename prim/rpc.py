@@ -101,14 +101,22 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
             if key == "authorization":
                 presented = value
                 break
+        handler = await continuation(handler_call_details)
         if hmac.compare_digest(presented.encode(), self._expected):
-            return await continuation(handler_call_details)
+            return handler
         log.warning("rejected call without service credential", extra={"method": method})
+        if handler is not None and handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(_deny_stream)
         return grpc.unary_unary_rpc_method_handler(_deny)
 
 
 async def _deny(request, context):
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid service credential")
+
+
+async def _deny_stream(requests, context):
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid service credential")
+    yield  # pragma: no cover - abort raises; the yield makes this a stream handler
 
 
 def make_server(
@@ -217,6 +225,14 @@ class Peer:
                     extra={"peer": self.name, "target": self.target, "method": method, "status": exc.code().name},
                 )
             raise error from None
+
+    def open_stream(self, method: str):
+        """Start a long-lived bidirectional stream call of ``method``, without a deadline.
+
+        The caller writes requests and reads replies on the returned call and
+        cancels it when done; it guards against a hung peer with its own timeouts.
+        """
+        return getattr(self.stub, method)(metadata=self._metadata)
 
     async def check_health(self, timeout: float = 1.0) -> bool:
         stub = health_pb2_grpc.HealthStub(self.channel)

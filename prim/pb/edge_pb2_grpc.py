@@ -39,6 +39,11 @@ class EdgeStub:
                 request_serializer=prim_dot_pb_dot_edge__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_edge__pb2.DeliverReply.FromString,
                 _registered_method=True)
+        self.DeliverStream = channel.stream_stream(
+                '/prim.v1.Edge/DeliverStream',
+                request_serializer=prim_dot_pb_dot_edge__pb2.DeliverRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_edge__pb2.DeliverReply.FromString,
+                _registered_method=True)
         self.DeliverTenant = channel.unary_unary(
                 '/prim.v1.Edge/DeliverTenant',
                 request_serializer=prim_dot_pb_dot_edge__pb2.DeliverTenantRequest.SerializeToString,
@@ -56,6 +61,16 @@ class EdgeServicer:
 
     def Deliver(self, request, context):
         """Push prepared frames to local connections, in the order given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeliverStream(self, request_iterator, context):
+        """Deliver over one long-lived stream: the node handles the requests in
+        the order they arrive and answers each with one reply, in that order.
+        The router keeps one stream per node, so it can send the next request
+        before the previous reply arrives and still keep the order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,6 +95,11 @@ def add_EdgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Deliver': grpc.unary_unary_rpc_method_handler(
                     servicer.Deliver,
+                    request_deserializer=prim_dot_pb_dot_edge__pb2.DeliverRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_edge__pb2.DeliverReply.SerializeToString,
+            ),
+            'DeliverStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DeliverStream,
                     request_deserializer=prim_dot_pb_dot_edge__pb2.DeliverRequest.FromString,
                     response_serializer=prim_dot_pb_dot_edge__pb2.DeliverReply.SerializeToString,
             ),
@@ -119,6 +139,33 @@ class Edge:
             request,
             target,
             '/prim.v1.Edge/Deliver',
+            prim_dot_pb_dot_edge__pb2.DeliverRequest.SerializeToString,
+            prim_dot_pb_dot_edge__pb2.DeliverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/prim.v1.Edge/DeliverStream',
             prim_dot_pb_dot_edge__pb2.DeliverRequest.SerializeToString,
             prim_dot_pb_dot_edge__pb2.DeliverReply.FromString,
             options,

@@ -50,7 +50,8 @@ async def run(settings) -> None:
     node = EdgeNode(settings)
     metrics.CONNECTIONS.set_function(lambda: len(node.hub))
     grpc_server, health = rpc.make_server(SERVICE_NAMES, settings.service_token)
-    edge_pb2_grpc.add_EdgeServicer_to_server(EdgeServicer(node), grpc_server)
+    servicer = EdgeServicer(node)
+    edge_pb2_grpc.add_EdgeServicer_to_server(servicer, grpc_server)
     if rpc.add_port(grpc_server, settings.listen) == 0:
         raise SystemExit(f"prim-edge: cannot listen on {settings.listen}")
     await grpc_server.start()
@@ -111,6 +112,9 @@ async def run(settings) -> None:
     drainer = asyncio.create_task(drain_on_signal())
     await server.serve()
     drainer.cancel()
+    # Routers keep their delivery streams open; end them, or they would hold
+    # the gRPC server's stop for its whole grace time.
+    servicer.end_streams()
     await grpc_server.stop(seconds_left())
     await node.close()
     log.info("stopped", extra={"service": "prim-edge", "node_id": node.node_id})

@@ -35,14 +35,45 @@ def _push_seq(frame: bytes) -> int:
     return push.response.data.seq if push.response.data is not None else 0
 
 
+async def _read_into(requests, inbox: asyncio.Queue) -> None:
+    """Put each request of a stream into ``inbox``, then None when the stream ends."""
+    try:
+        async for request in requests:
+            inbox.put_nowait(request)
+    finally:
+        inbox.put_nowait(None)
+
+
 class EdgeServicer(edge_pb2_grpc.EdgeServicer):
     def __init__(self, node: EdgeNode):
         self.node = node
+        self._inboxes: set[asyncio.Queue] = set()
 
     async def Deliver(self, request, context):
+        return self._deliver(request)
+
+    async def DeliverStream(self, requests, context):
+        # A task reads the requests into an inbox, so end_streams() can end
+        # the call by putting None there while a read is pending.
+        inbox: asyncio.Queue[edge_pb2.DeliverRequest | None] = asyncio.Queue()
+        self._inboxes.add(inbox)
+        reader = asyncio.create_task(_read_into(requests, inbox))
+        try:
+            while (request := await inbox.get()) is not None:
+                yield self._deliver(request)
+        finally:
+            self._inboxes.discard(inbox)
+            reader.cancel()
+
+    def end_streams(self) -> None:
+        """End the open DeliverStream calls; their routers open new ones where needed."""
+        for inbox in self._inboxes:
+            inbox.put_nowait(None)
+
+    def _deliver(self, request: edge_pb2.DeliverRequest) -> edge_pb2.DeliverReply:
         # No await in here: pushes enter the send queues in request order, and
-        # the router sends one request to a node only after the previous one
-        # returned, so each connection gets its pushes in seq order.
+        # the router sends its requests to a node in order on one stream, so
+        # each connection gets the router's pushes in seq order.
         hub = self.node.hub
         accepted = []
         for push in request.pushes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+
+import uvloop
 import logging
 
 from prim import telemetry
@@ -20,7 +22,7 @@ def main() -> None:
     setup(settings.log_level, settings.log_format)
     telemetry.setup("presence")
     try:
-        asyncio.run(run(settings))
+        uvloop.run(run(settings))
     except ConfigError as exc:
         log.error("invalid settings", extra={"error": str(exc)})
         raise SystemExit(2) from None

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import uvloop
+
 from prim import config, logs, telemetry
 
 from .server import run
@@ -12,7 +14,7 @@ def main() -> None:
     settings = config.load("prim-router", SETTINGS)
     logs.setup(settings.log_level, settings.log_format)
     telemetry.setup("router")
-    asyncio.run(run(settings))
+    uvloop.run(run(settings))
 
 
 if __name__ == "__main__":

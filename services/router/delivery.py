@@ -7,9 +7,10 @@ never delays the other nodes. A node that restarts at the same address is
 reached again by the same channel, which reconnects by itself.
 
 Pushes of one-to-one messages go through a :class:`NodeLane` per node: one
-Deliver call at a time, carrying everything queued since the last one, in
-the order queued. Since the edge queues a request's pushes in request order,
-every connection gets this router's pushes in the order they were queued.
+long-lived DeliverStream call whose requests carry everything queued since
+the previous request, in the order queued. The node handles a stream's
+requests in order and queues a request's pushes in request order, so every
+connection gets this router's pushes in the order they were queued.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import asyncio
 import collections
 import logging
 import time
+
+import grpc
 
 from prim.errors import PrimError
 from prim.pb import edge_pb2, edge_pb2_grpc, presence_pb2
@@ -74,6 +77,8 @@ class EdgeNodes:
         return peer
 
     async def close(self) -> None:
+        for lane in self._lanes.values():
+            await lane.close()
         for peer in self._peers.values():
             await peer.close()
 
@@ -125,14 +130,21 @@ class EdgeNodes:
 
 
 class NodeLane:
-    """Ordered deliveries to one edge node: one Deliver call in flight at a time.
+    """Ordered deliveries to one edge node over one DeliverStream call.
 
-    Pushes queued while a call is in flight go out together in the next call,
-    up to ``MAX_REQUEST_BYTES`` of frames, so a busy lane sends fewer, larger
-    requests instead of queueing one call per message.
+    Pushes queued while earlier requests are on the way go out together in
+    the next request, up to ``MAX_REQUEST_BYTES`` of frames, and at most
+    ``MAX_IN_FLIGHT`` requests wait for their replies at once. The node
+    answers in order, so each reply settles the oldest request.
+
+    A reply that does not come within the deadline, or a stream that fails,
+    ends the stream: the requests waiting for replies and the pushes queued
+    meanwhile settle with zeros (the messages are stored, and sync returns
+    them), and the next push opens a new stream.
     """
 
     MAX_REQUEST_BYTES = 4 * 1024 * 1024
+    MAX_IN_FLIGHT = 8
 
     def __init__(self, nodes: EdgeNodes, node_id: str):
         self.nodes = nodes
@@ -141,6 +153,14 @@ class NodeLane:
             collections.deque()
         )
         self._sender: asyncio.Task | None = None
+        self._call = None
+        self._reader: asyncio.Task | None = None
+        # Requests written on the stream, oldest first, each as its queue entries.
+        self._waiting: collections.deque[list[tuple[list[edge_pb2.Push], asyncio.Future]]] = (
+            collections.deque()
+        )
+        self._room = asyncio.Event()  # set when a request leaves _waiting
+        self._timer: asyncio.TimerHandle | None = None  # deadline of the oldest waiting request
 
     def add(self, pushes: list[edge_pb2.Push]) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -152,24 +172,110 @@ class NodeLane:
     async def _send_all(self) -> None:
         try:
             while self._queue:
-                entries = self._take()
-                try:
-                    counts = await self._send([push for pushes, _ in entries for push in pushes])
-                except Exception:
-                    log.exception("delivery to edge failed", extra={"node_id": self.node_id})
-                    counts = None
-                offset = 0
-                for pushes, future in entries:
-                    if not future.done():
-                        if counts is None:
-                            future.set_result([0] * len(pushes))
-                        else:
-                            future.set_result(counts[offset : offset + len(pushes)])
-                    offset += len(pushes)
-                if counts is None:
+                if len(self._waiting) >= self.MAX_IN_FLIGHT:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                call = await self._stream()
+                if call is None:
                     self._drop_queued()
+                    return
+                entries = self._take()
+                request = edge_pb2.DeliverRequest(
+                    pushes=[push for pushes, _ in entries for push in pushes]
+                )
+                self._waiting.append(entries)
+                if self._timer is None:
+                    self._arm_deadline(call)
+                try:
+                    await call.write(request)
+                except Exception as exc:  # the stream broke; _fail settles what waits
+                    self._fail(call, exc)
+        except Exception:
+            log.exception("delivery to edge failed", extra={"node_id": self.node_id})
+            self._settle_waiting()
+            self._drop_queued()
         finally:
             self._sender = None
+
+    async def _stream(self):
+        """The open DeliverStream call to the node, opened if needed; None when the node is unknown."""
+        if self._call is not None:
+            return self._call
+        try:
+            peer = await self.nodes.peer(self.node_id)
+        except PrimError as exc:
+            log.warning("listing edge nodes failed", extra={"node_id": self.node_id, "error": exc.msg})
+            return None
+        if peer is None:
+            log.warning("edge node not registered", extra={"node_id": self.node_id})
+            return None
+        call = peer.open_stream("DeliverStream")
+        self._call = call
+        self._reader = asyncio.create_task(self._read(call))
+        log.debug("delivery stream opened", extra={"node_id": self.node_id})
+        return call
+
+    async def _read(self, call) -> None:
+        """Settle the waiting requests with the node's replies, oldest first.
+
+        It reads even while nothing waits, so a stream the node ends is
+        noticed at once and the next push opens a new one.
+        """
+        try:
+            while True:
+                reply = await call.read()
+                if reply is grpc.aio.EOF:
+                    raise ConnectionError("the node ended the delivery stream")
+                if not self._waiting:
+                    raise ConnectionError("a reply came for no request")
+                entries = self._waiting.popleft()
+                self._room.set()
+                self._arm_deadline(call)
+                _settle_entries(entries, _accepted(reply, entries))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(call, exc)
+
+    def _arm_deadline(self, call) -> None:
+        """Give the oldest waiting request the deadline to be answered, counted from now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiting:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.nodes.deadline, self._fail, call, TimeoutError()
+            )
+
+    def _fail(self, call, exc: BaseException) -> None:
+        """End a broken or hung stream and settle what it carried with zeros."""
+        if self._call is not call:
+            return
+        self._call = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if isinstance(exc, grpc.aio.AioRpcError):
+            error = f"{exc.code().name}: {exc.details()}"
+        elif isinstance(exc, TimeoutError):
+            error = f"no reply within {self.nodes.deadline} s"
+        else:
+            error = str(exc) or repr(exc)
+        lost = sum(len(pushes) for entries in self._waiting for pushes, _ in entries)
+        extra = {"node_id": self.node_id, "error": error, "pushes_unconfirmed": lost}
+        if lost:
+            log.warning("delivery stream to edge failed", extra=extra)
+        else:
+            log.info("delivery stream to edge ended", extra=extra)
+        call.cancel()
+        self._settle_waiting()
+        self._drop_queued()
+
+    def _settle_waiting(self) -> None:
+        while self._waiting:
+            _settle_entries(self._waiting.popleft(), None)
+        self._room.set()
 
     def _drop_queued(self) -> None:
         """Settle the pushes queued during a failed call with zeros, without sending them.
@@ -194,18 +300,37 @@ class NodeLane:
             size += entry_size
         return entries
 
-    async def _send(self, pushes: list[edge_pb2.Push]) -> list[int] | None:
-        tenant = pushes[0].tenant if pushes else ""
-        reply = await self.nodes._call(
-            self.node_id, "Deliver", edge_pb2.DeliverRequest(pushes=pushes), tenant
-        )
-        if reply is None:
-            return None
-        if len(reply.accepted) == len(pushes):
-            return list(reply.accepted)
-        # An edge node older than the accepted field: credit the total in order.
-        counts, left = [], reply.delivered
-        for push in pushes:
-            counts.append(min(left, len(push.conn_ids)))
-            left -= counts[-1]
-        return counts
+    async def close(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in (self._reader, self._sender):
+            if task is not None:
+                task.cancel()
+
+
+def _accepted(reply: edge_pb2.DeliverReply, entries) -> list[int]:
+    """Connections that took each push of a request, in request order."""
+    pushes = [push for entry_pushes, _ in entries for push in entry_pushes]
+    if len(reply.accepted) == len(pushes):
+        return list(reply.accepted)
+    # A reply without per-push counts: credit the total in order.
+    counts, left = [], reply.delivered
+    for push in pushes:
+        counts.append(min(left, len(push.conn_ids)))
+        left -= counts[-1]
+    return counts
+
+
+def _settle_entries(entries, counts: list[int] | None) -> None:
+    """Give each entry's future its pushes' counts (zeros when ``counts`` is None)."""
+    offset = 0
+    for pushes, future in entries:
+        if not future.done():
+            if counts is None:
+                future.set_result([0] * len(pushes))
+            else:
+                future.set_result(counts[offset : offset + len(pushes)])
+        offset += len(pushes)
