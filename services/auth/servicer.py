@@ -96,6 +96,16 @@ def _handle_errors(method):
     return wrapper
 
 
+def _digest(request) -> str:
+    """The token hash a VerifyTokenRequest asks about; empty when it names none."""
+    key = request.WhichOneof("key")
+    if key == "token" and request.token:
+        return token_id(request.token)
+    if key == "token_id" and _TOKEN_ID.fullmatch(request.token_id):
+        return request.token_id
+    return ""
+
+
 class AuthServicer(auth_pb2_grpc.AuthServicer):
     def __init__(self, store: Store, credentials: CredentialChecker, default_ttl_seconds: int):
         self.store = store
@@ -183,9 +193,31 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
 
     @_handle_errors
     async def VerifyTokens(self, request, context):
-        outcomes = await asyncio.gather(
-            *(self._verify_token(single) for single in request.requests), return_exceptions=True
+        # One query finds every token of the batch: a connect storm sends
+        # hundreds per call, and one lookup each would queue on MongoDB.
+        digests = [_digest(single) for single in request.requests]
+        try:
+            tokens = await self.store.find_live_tokens(sorted({d for d in digests if d}))
+        except ConnectionFailure as exc:
+            log.warning("MongoDB unreachable", extra={"method": "VerifyTokens", "error": repr(exc)})
+            error = Unavailable("MongoDB unavailable")
+            result = auth_pb2.TokenResult(code=int(error.code), msg=error.msg)
+            return auth_pb2.VerifyTokensReply(results=[result] * len(digests))
+        names = sorted({token["tenant"] for token in tokens.values()})
+        found = await asyncio.gather(
+            *(self.store.get_tenant_cached(name) for name in names), return_exceptions=True
         )
+        tenants = dict(zip(names, found, strict=True))
+        outcomes: list = []
+        for digest in digests:
+            token = tokens.get(digest) if digest else None
+            tenant = tenants.get(token["tenant"]) if token is not None else None
+            if isinstance(tenant, BaseException):
+                outcomes.append(tenant)
+            elif token is None or tenant is None:
+                outcomes.append(_invalid_token())
+            else:
+                outcomes.append(_token_info(token, tenant))
         results = []
         for outcome in outcomes:
             if isinstance(outcome, auth_pb2.TokenInfo):
@@ -201,14 +233,12 @@ class AuthServicer(auth_pb2_grpc.AuthServicer):
         return auth_pb2.VerifyTokensReply(results=results)
 
     async def _verify_token(self, request) -> auth_pb2.TokenInfo:
-        key = request.WhichOneof("key")
-        if key == "token" and request.token:
-            digest = token_id(request.token)
-        elif key == "token_id" and _TOKEN_ID.fullmatch(request.token_id):
-            digest = request.token_id
-        else:
+        digest = _digest(request)
+        if not digest:
             raise _invalid_token()
-        token = await self.store.find_live_token(digest)
+        return await self._token_info(await self.store.find_live_token(digest))
+
+    async def _token_info(self, token: dict | None) -> auth_pb2.TokenInfo:
         if token is None:
             raise _invalid_token()
         tenant = await self.store.get_tenant_cached(token["tenant"])

@@ -142,6 +142,16 @@ class Store:
         """Return the token with this hash unless it is unknown or expired."""
         return await self.tokens.find_one({"_id": token_id, "expires_ms": {"$gt": now_ms()}})
 
+    async def find_live_tokens(self, token_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Return the live tokens among these hashes, by hash, with one query."""
+        if not token_ids:
+            return {}
+        cursor = self.tokens.find(
+            {"_id": {"$in": token_ids}, "expires_ms": {"$gt": now_ms()}},
+            batch_size=len(token_ids),
+        )
+        return {token["_id"]: token async for token in cursor}
+
     async def delete_tokens(self, tenant: str, user_id: str, app_platform: str = "") -> int:
         query: dict[str, Any] = {"tenant": tenant, "user_id": user_id}
         if app_platform:

@@ -17,7 +17,7 @@ import uvloop
 
 from prim import config, logs, metrics, rpc, telemetry
 
-from .app import create_app
+from .app import create_app, websocket_shortcut
 from .node import EdgeNode
 from .servicer import EdgeServicer
 from .settings import SETTINGS
@@ -61,7 +61,7 @@ async def run(settings) -> None:
     EdgeWebSocketProtocol.send_buffer_bytes = settings.socket_send_buffer_bytes
     host, _, port = settings.http_listen.rpartition(":")
     uv_config = uvicorn.Config(
-        telemetry.trace_http(create_app(node)),
+        telemetry.trace_http(websocket_shortcut(create_app(node))),
         host=host,
         port=int(port),
         log_config=None,

@@ -122,3 +122,22 @@ def create_app(node: EdgeNode) -> Starlette:
     )
     app.state.node = node
     return app
+
+
+def websocket_shortcut(app: Starlette):
+    """Wrap ``app`` so that WebSockets on ``/acc`` skip its middleware and routing.
+
+    A connection's task keeps every coroutine between uvicorn and the session
+    alive for as long as the connection lasts. Starlette's middleware and
+    routing add about ten of them, and they do nothing for ``/acc``, whose
+    session handles its own errors.
+    """
+
+    async def asgi(scope, receive, send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/acc":
+            scope["app"] = app
+            await acc(WebSocket(scope, receive, send))
+        else:
+            await app(scope, receive, send)
+
+    return asgi

@@ -38,6 +38,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# The empty queue every connection starts with; push replaces it before appending.
+_NO_FRAMES: list[bytes] = []
+
+
 class FrameWriter(Protocol):
     """The socket side of a connection, as the edge's WebSocket protocol provides it."""
 
@@ -69,7 +73,9 @@ class Connection:
         self.closed = False
         self._io = writer
         self._close = close
-        self._queue: collections.deque[bytes] = collections.deque()
+        # Frames waiting for a paused transport; a list, made when first needed,
+        # since an idle connection should not hold an empty deque.
+        self._queue: list[bytes] = _NO_FRAMES
         self._queued_bytes = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -112,6 +118,8 @@ class Connection:
             )
             self.close_soon(CLOSE_POLICY, "send queue overflow")
             return False
+        if self._queue is _NO_FRAMES:
+            self._queue = []
         self._queue.append(frame)
         self._queued_bytes += len(frame)
         metrics.count_frames_sent(cmd)
@@ -126,15 +134,14 @@ class Connection:
                 await self._io.wait_writable()
                 if self.closed:
                     break
-                frames = list(self._queue)
-                self._queue.clear()
+                frames, self._queue = self._queue, _NO_FRAMES
                 self._queued_bytes = 0
                 if not self._io.write_text_frames(frames):
                     break  # the socket went away; the reader notices and cleans up
         except Exception as exc:
             log.debug("write failed", extra={"conn_id": self.conn_id, "error": repr(exc)})
         finally:
-            self._queue.clear()
+            self._queue = _NO_FRAMES
             self._queued_bytes = 0
             self._writer = None
 

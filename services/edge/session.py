@@ -54,8 +54,8 @@ class Session:
             settings.send_queue_bytes,
         )
         self.logged_in = False
-        # Arrival times of recent oversized WebSocket messages.
-        self._oversized_at: collections.deque[float] = collections.deque()
+        # Arrival times of recent oversized WebSocket messages, made when first needed.
+        self._oversized_at: collections.deque[float] | None = None
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state != WebSocketState.DISCONNECTED:
@@ -121,6 +121,8 @@ class Session:
             PrimError(Code.TOO_LARGE, f"WebSocket message too large: {size} bytes, maximum {limit}")
         )
         now = time.monotonic()
+        if self._oversized_at is None:
+            self._oversized_at = collections.deque()
         self._oversized_at.append(now)
         while self._oversized_at[0] <= now - OVERSIZED_WINDOW_SECONDS:
             self._oversized_at.popleft()

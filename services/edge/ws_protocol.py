@@ -19,6 +19,7 @@ the wire and a compressed message cannot expand past it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import socket
@@ -189,6 +190,79 @@ class LimitedServerProtocol(ServerProtocol, _MessageLimit):
     """
 
 
+class _Inbox:
+    """The part of ``asyncio.Queue`` that uvicorn's protocol uses, for one reader.
+
+    An ``asyncio.Queue`` takes about 3 KiB, most of it deques that hold
+    nothing here, and every idle connection keeps one.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self):
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class _Flag:
+    """The part of ``asyncio.Event`` that uvicorn's protocol uses, without an event's deque."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with :class:`LimitedServerProtocol` inside.
 
@@ -209,6 +283,9 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, config, server_state, app_state, _loop=None) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        # Slimmer stand-ins for uvicorn's asyncio.Queue and asyncio.Event.
+        self.queue = _Inbox()
+        self.writable = _Flag()
         self.conn = LimitedServerProtocol(
             max_size=config.ws_max_size, logger=logging.getLogger("uvicorn.error")
         )
@@ -269,6 +346,12 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()
 
     async def send(self, message) -> None:
+        if message["type"] == "websocket.accept":
+            await super().send(message)
+            # The handshake request and response are not read again; an idle
+            # connection should not hold them.
+            self.request = self.response = None
+            return
         if message["type"] != "websocket.close" or self.writable.is_set() or self.disconnected:
             await super().send(message)
             return

@@ -131,9 +131,23 @@ class PresenceServicer(presence_pb2_grpc.PresenceServicer):
         return await self._connect(request)
 
     async def ConnectBatch(self, request, context):
-        outcomes = await asyncio.gather(
-            *(self._connect(single) for single in request.requests), return_exceptions=True
-        )
+        # Valid requests go to the store together, which pipelines them.
+        outcomes: list = [None] * len(request.requests)
+        valid: list[tuple[int, tuple]] = []
+        for index, single in enumerate(request.requests):
+            try:
+                valid.append((index, self._connect_args(single)))
+            except PrimError as exc:
+                outcomes[index] = exc
+        if valid:
+            try:
+                stored = await self._store.connect_many([args for _, args in valid])
+            except Exception as exc:  # noqa: BLE001 - each request of the batch gets it
+                stored = [exc] * len(valid)
+            for (index, _), result in zip(valid, stored, strict=True):
+                outcomes[index] = (
+                    result if isinstance(result, Exception) else presence_pb2.ConnectReply(replaced=result)
+                )
         results = []
         for single, outcome in zip(request.requests, outcomes, strict=True):
             if isinstance(outcome, presence_pb2.ConnectReply):
@@ -150,7 +164,8 @@ class PresenceServicer(presence_pb2_grpc.PresenceServicer):
             results.append(presence_pb2.ConnectResult(code=int(outcome.code), msg=outcome.msg))
         return presence_pb2.ConnectBatchReply(results=results)
 
-    async def _connect(self, request) -> presence_pb2.ConnectReply:
+    def _connect_args(self, request) -> tuple:
+        """Check a ConnectRequest and return the store's connect arguments."""
         check_record("user", request.user)
         policy = request.device_policy or POLICY_PER_PLATFORM
         check_choice("device_policy", policy, POLICIES)
@@ -158,7 +173,10 @@ class PresenceServicer(presence_pb2_grpc.PresenceServicer):
         if policy == POLICY_MULTI:
             check_int("max_devices", max_devices, 1, MAX_DEVICES)
         ttl = check_ttl("ttl_seconds", request.ttl_seconds)
-        replaced = await self._store.connect(request.user, policy, max_devices, ttl)
+        return request.user, policy, max_devices, ttl
+
+    async def _connect(self, request) -> presence_pb2.ConnectReply:
+        replaced = await self._store.connect(*self._connect_args(request))
         return presence_pb2.ConnectReply(replaced=replaced)
 
     @rpc_method

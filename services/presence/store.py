@@ -75,6 +75,21 @@ class PresenceStore(abc.ABC):
     ) -> list[Location]:
         """Add the connection, remove the ones the policy replaces and return them."""
 
+    async def connect_many(
+        self, requests: Sequence[tuple[User, str, int, int]]
+    ) -> list[list[Location] | Exception]:
+        """:meth:`connect` for each ``(user, policy, max_devices, ttl_seconds)``, in order.
+
+        A request that fails gets its exception in its place; the others go on.
+        """
+        results: list[list[Location] | Exception] = []
+        for request in requests:
+            try:
+                results.append(await self.connect(*request))
+            except Exception as exc:  # noqa: BLE001 - returned in the request's place
+                results.append(exc)
+        return results
+
     @abc.abstractmethod
     async def disconnect(self, tenant: str, user_id: str, conn_id: str) -> bool:
         """Remove the entry of ``conn_id`` if it belongs to ``user_id``. Return if it was live."""

@@ -42,6 +42,37 @@ def _unavailable_on_connection_error(
     return wrapper
 
 
+def _connect_call(user: User, policy: str, max_devices: int, ttl_seconds: int) -> dict:
+    """Keys and arguments of the CONNECT script for one connection."""
+    tenant = user.sys_account
+    args = [
+        tenant,
+        user.user_id,
+        user.app_platform,
+        user.node_id,
+        user.conn_id,
+        user.login_time,
+        ttl_seconds * 1000,
+        user.SerializeToString(),
+        policy,
+        max_devices,
+    ]
+    return {"keys": [_order_key(tenant)], "args": args}
+
+
+def _replaced(user: User, reply: list[bytes]) -> list[Location]:
+    """The connections a CONNECT script reply says the new one replaced."""
+    return [
+        Location(
+            user_id=user.user_id,
+            app_platform=reply[i].decode(),
+            node_id=reply[i + 1].decode(),
+            conn_id=reply[i + 2].decode(),
+        )
+        for i in range(0, len(reply), 3)
+    ]
+
+
 def _order_key(tenant: str) -> str:
     return f"prim:{{{tenant}}}:order"
 
@@ -90,28 +121,22 @@ class RedisStore(PresenceStore):
     async def connect(
         self, user: User, policy: str, max_devices: int, ttl_seconds: int
     ) -> list[Location]:
-        tenant = user.sys_account
-        args = [
-            tenant,
-            user.user_id,
-            user.app_platform,
-            user.node_id,
-            user.conn_id,
-            user.login_time,
-            ttl_seconds * 1000,
-            user.SerializeToString(),
-            policy,
-            max_devices,
-        ]
-        reply = await self._connect(keys=[_order_key(tenant)], args=args)
+        reply = await self._connect(**_connect_call(user, policy, max_devices, ttl_seconds))
+        return _replaced(user, reply)
+
+    @_unavailable_on_connection_error
+    async def connect_many(
+        self, requests: Sequence[tuple[User, str, int, int]]
+    ) -> list[list[Location] | Exception]:
+        # One pipeline, one round trip: a connect storm sends hundreds of
+        # logins per call. Each script runs atomically on its own.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for request in requests:
+                await self._connect(**_connect_call(*request), client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
         return [
-            Location(
-                user_id=user.user_id,
-                app_platform=reply[i].decode(),
-                node_id=reply[i + 1].decode(),
-                conn_id=reply[i + 2].decode(),
-            )
-            for i in range(0, len(reply), 3)
+            reply if isinstance(reply, Exception) else _replaced(user, reply)
+            for (user, *_), reply in zip(requests, replies, strict=True)
         ]
 
     @_unavailable_on_connection_error
