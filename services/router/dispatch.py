@@ -170,20 +170,19 @@ def _pushes(item: Outgoing, locations) -> list[tuple[common_pb2.Location, bytes]
 
     The recipient's connections get the recipient's seq, and the sender's
     other connections get the sender's seq. The sending connection gets
-    nothing, because its reply carries the message's seq.
+    nothing, because its reply carries the message's seq. A frame is encoded
+    only when some connection gets it.
     """
-    to_recipient = push_frame("msg", item.wire(item.recipient_seq))
-    if item.to == item.sender_id:
-        wanted = [(item.to, to_recipient)]
-    else:
-        wanted = [
-            (item.to, to_recipient),
-            (item.sender_id, push_frame("msg", item.wire(item.sender_seq))),
-        ]
     pushes = []
-    for user_id, frame in wanted:
+    wanted = [(item.to, item.recipient_seq)]
+    if item.to != item.sender_id:
+        wanted.append((item.sender_id, item.sender_seq))
+    for user_id, seq in wanted:
+        frame = None
         for location in locations.get((item.tenant, user_id), ()):
             if location.conn_id != item.origin_conn_id:
+                if frame is None:
+                    frame = push_frame("msg", item.wire(seq))
                 pushes.append((location, frame))
     return pushes
 

@@ -76,6 +76,23 @@ def _message_proto(doc: dict[str, Any], broadcast: bool = False) -> common_pb2.M
     )
 
 
+def _outgoing(request) -> Outgoing:
+    """Check a SendRequest and make the message it asks for."""
+    _check_message_fields(request)
+    ids.check_user_id("to", request.to)
+    return Outgoing(
+        tenant=request.tenant,
+        sender=profile_dict(request.sender),
+        to=request.to,
+        message=request.message,
+        msg_type=request.msg_type or "info",
+        msg_cont_type=request.msg_cont_type or "text",
+        client_msg_id=request.client_msg_id,
+        origin_conn_id=request.origin_conn_id,
+        delivery=asyncio.get_running_loop().create_future(),
+    )
+
+
 class RouterServicer(router_pb2_grpc.RouterServicer):
     def __init__(self, store: MessageStore, presence: Peer, nodes: EdgeNodes, dispatcher: Dispatcher):
         self.store = store
@@ -85,50 +102,66 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     @_handled
     async def Send(self, request, context):
-        return await self._send(request, wait_for_delivery=True)
+        return await self._send(request)
 
     async def SendBatch(self, request, context):
         # Each message's reply is ready once it is stored, without waiting for
         # its delivery calls. A batch mixes recipients on many edge nodes, so
         # waiting would let one hung node hold back the replies to all of
         # them, and through the edge's limit on batches in flight, later sends.
-        outcomes = await asyncio.gather(
-            *(self._send(single, wait_for_delivery=False) for single in request.requests),
-            return_exceptions=True,
-        )
-        results = []
-        for single, outcome in zip(request.requests, outcomes, strict=True):
-            if isinstance(outcome, PrimError):
-                results.append(router_pb2.SendResult(code=int(outcome.code), msg=outcome.msg))
-            elif isinstance(outcome, BaseException):
-                log.error(
-                    "sending a message failed",
-                    extra={"tenant": single.tenant, "to": single.to, "error": repr(outcome)},
-                )
-                results.append(router_pb2.SendResult(code=int(Code.SERVER_ERROR), msg="server error"))
+        results: list[router_pb2.SendResult | None] = [None] * len(request.requests)
+        live: list[Outgoing] = []
+        stored: list[tuple[int, Any]] = []
+        for index, single in enumerate(request.requests):
+            try:
+                item = _outgoing(single)
+            except PrimError as exc:
+                results[index] = router_pb2.SendResult(code=int(exc.code), msg=exc.msg)
+                continue
+            if single.persist:
+                stored.append((index, self._store_and_dispatch(item)))
             else:
-                results.append(router_pb2.SendResult(reply=outcome))
+                live.append(item)
+                results[index] = router_pb2.SendResult(
+                    reply=router_pb2.SendReply(msg_id=item.msg_id, time=item.time)
+                )
+        if live:
+            # Online-only messages need no await: one dispatcher call takes them all.
+            self.dispatcher.submit(live)
+            ready_at = time.perf_counter()
+            for item in live:
+                item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
+        if stored:
+            outcomes = await asyncio.gather(*(work for _, work in stored), return_exceptions=True)
+            for (index, _), outcome in zip(stored, outcomes, strict=True):
+                results[index] = self._send_result(request.requests[index], outcome)
         return router_pb2.SendBatchReply(results=results)
 
-    async def _send(self, request, wait_for_delivery: bool) -> router_pb2.SendReply:
-        """Store the message and hand it to delivery.
+    @staticmethod
+    def _send_result(single, outcome) -> router_pb2.SendResult:
+        if isinstance(outcome, PrimError):
+            return router_pb2.SendResult(code=int(outcome.code), msg=outcome.msg)
+        if isinstance(outcome, BaseException):
+            log.error(
+                "sending a message failed",
+                extra={"tenant": single.tenant, "to": single.to, "error": repr(outcome)},
+            )
+            return router_pb2.SendResult(code=int(Code.SERVER_ERROR), msg="server error")
+        return router_pb2.SendResult(reply=outcome)
 
-        With ``wait_for_delivery`` the reply waits for the delivery calls and
-        carries ``delivered``; without, ``delivered`` is 0.
-        """
-        _check_message_fields(request)
-        ids.check_user_id("to", request.to)
-        item = Outgoing(
-            tenant=request.tenant,
-            sender=profile_dict(request.sender),
-            to=request.to,
-            message=request.message,
-            msg_type=request.msg_type or "info",
-            msg_cont_type=request.msg_cont_type or "text",
-            client_msg_id=request.client_msg_id,
-            origin_conn_id=request.origin_conn_id,
-            delivery=asyncio.get_running_loop().create_future(),
-        )
+    async def _store_and_dispatch(self, item: Outgoing) -> router_pb2.SendReply:
+        """Store a message (the store hands it to the dispatcher) and reply without waiting for delivery."""
+        item = await self.store.store(item)
+        if item.duplicate:
+            return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time, duplicate=True)
+        metrics.MESSAGES_STORED.labels("direct").inc()
+        ready_at = time.perf_counter()
+        item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
+        return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time)
+
+    async def _send(self, request) -> router_pb2.SendReply:
+        """Store the message, hand it to delivery, and reply with the connections it reached."""
+        item = _outgoing(request)
         if request.persist:
             # The store hands the stored message to the dispatcher, in seq order.
             item = await self.store.store(item)
@@ -140,9 +173,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         else:
             self.dispatcher.submit([item])
         ready_at = time.perf_counter()
-        if not wait_for_delivery:
-            item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
-            return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time)
         delivered = await item.delivery
         metrics.observe_delivery("direct", delivered, ready_at)
         return router_pb2.SendReply(
