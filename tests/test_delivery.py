@@ -235,6 +235,41 @@ async def test_paused_socket_queues_in_order_then_overflows():
 # Idempotent send
 
 
+async def test_pipelined_msgs_keep_their_order(cluster, acme):
+    """msg frames sent without waiting for replies are stored, answered and pushed in order."""
+    u2 = await connect_user(cluster, acme, "u2", 1)
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    try:
+        frame_seqs = []
+        for n in range(150):
+            data = {"to": "u2", "message": f"p{n}"}
+            if n % 3 == 0:
+                data["clientMsgId"] = f"pipe-{n}"
+            if n % 5 == 0:
+                data["persist"] = False
+            if n == 77:
+                data["msgType"] = "bogus"
+            frame_seqs.append(await u1.send_frame("msg", data, f"f{n}"))
+        await u1.send_frame("ping", None, "after")
+        # Replies to unregistered frame seqs land among the pushes, in arrival order.
+        replies = [await u1.next_push(10) for _ in range(151)]
+        assert [reply["seq"] for reply in replies] == [*frame_seqs, "after"]
+        bad = replies[77]["response"]
+        assert bad["code"] != 200 and "msgType" in bad["codeMsg"]
+        stored_seqs = [
+            reply["response"]["data"]["seq"]
+            for n, reply in enumerate(replies[:150])
+            if n != 77 and n % 5 != 0
+        ]
+        assert all(reply["response"]["code"] == 200 for n, reply in enumerate(replies[:150]) if n != 77)
+        assert stored_seqs == list(range(stored_seqs[0], stored_seqs[0] + len(stored_seqs)))
+        received = [(await next_msg(u2, 10))["message"] for _ in range(149)]
+        assert received == [f"p{n}" for n in range(150) if n != 77]
+    finally:
+        await u1.close()
+        await u2.close()
+
+
 async def test_resend_after_lost_reply(cluster, acme):
     u2 = await connect_user(cluster, acme, "u2", 1)
     u1 = await connect_user(cluster, acme, "u1", 0)

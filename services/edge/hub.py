@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol
 
-from prim import metrics
+from prim import background, metrics
 from prim.pb import common_pb2
 
 log = logging.getLogger("prim.edge.hub")
@@ -124,7 +124,7 @@ class Connection:
         self._queued_bytes += len(frame)
         metrics.count_frames_sent(cmd)
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write())
+            self._writer = background.spawn(self._write())
         return True
 
     async def _write(self) -> None:
@@ -172,7 +172,7 @@ class Connection:
         self.closed = True  # stop queueing at once; the close itself runs in a task
         if self._writer is not None:
             self._writer.cancel()
-        asyncio.create_task(self._close_quietly(code, reason))
+        background.spawn(self._close_quietly(code, reason))
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         try:

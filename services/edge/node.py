@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 
+from prim import background
 from prim.batching import Coalescer
 from prim.config import Settings
 from prim.errors import Code, PrimError
@@ -32,6 +33,8 @@ from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, Hub, now_m
 log = logging.getLogger("prim.edge")
 
 REFRESH_CHUNK = 1000
+# Messages in one SendBatch call to the router.
+SEND_BATCH_MAX = 256
 
 
 def _batch_outcomes(results, field: str) -> list:
@@ -66,7 +69,7 @@ class EdgeNode:
         # Messages that arrive while a batch is in flight to the router go out
         # together in the next SendBatch call.
         self._sends: Coalescer[router_pb2.SendRequest, router_pb2.SendReply] = Coalescer(
-            self._send_batch, max_batch=256, max_in_flight=4
+            self._send_batch, max_batch=SEND_BATCH_MAX, max_in_flight=4
         )
         # Logins of a connect storm share VerifyTokens calls the same way.
         self._token_checks: Coalescer[str, auth_pb2.TokenInfo] = Coalescer(
@@ -104,6 +107,11 @@ class EdgeNode:
     async def send_message(self, request: router_pb2.SendRequest) -> router_pb2.SendReply:
         """Store and deliver one message through the router; raise PrimError on failure."""
         return await self._sends.submit(request)
+
+    def send_messages(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
+        """Send messages of one connection in one batch call, so the router takes them in
+        this order; return a future of each one's reply (a PrimError on failure)."""
+        return self._sends.submit_group(requests)
 
     async def _send_batch(
         self, requests: list[router_pb2.SendRequest]
@@ -177,7 +185,7 @@ class EdgeNode:
                 log.info("closing idle connection", extra={"conn_id": conn.conn_id, "user_id": conn.user_id, "tenant": conn.tenant})
                 await conn.close(CLOSE_NORMAL, "heartbeat timeout")
             elif conn.expires_at and conn.expires_at <= now:
-                asyncio.create_task(self._check_expiry(conn))
+                background.spawn(self._check_expiry(conn))
 
     async def _check_expiry(self, conn: Connection) -> None:
         """Kick a connection whose token expired, unless its lifetime was extended."""

@@ -11,7 +11,7 @@ from typing import Any
 from bson import ObjectId
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from prim import ids, telemetry
+from prim import background, ids, telemetry
 from prim.errors import Code, PrimError, invalid
 from prim.messages import message_from_proto
 from prim.pb import auth_pb2, common_pb2, router_pb2
@@ -25,6 +25,9 @@ from .ws_protocol import OVERSIZED_KEY, PROTOCOL_KEY
 log = logging.getLogger("prim.edge.session")
 
 PRE_LOGIN_COMMANDS = ("login", "ping")
+# msg requests of one connection that may wait behind the ones with the
+# router; past this the connection is not read until they are answered.
+MSG_PIPELINE_MAX = 64
 SYNC_LIMIT_MAX = 500
 CLIENT_INFO_FIELDS = {"deviceInfo": "device_info", "qua": "qua", "address": "address"}
 # The third oversized WebSocket message within a minute closes the connection.
@@ -54,6 +57,10 @@ class Session:
             settings.send_queue_bytes,
         )
         self.logged_in = False
+        # msg requests read while earlier ones are with the router, in arrival
+        # order: (frame seq, request or the PrimError of an invalid one).
+        self._msgs: list[tuple[str, router_pb2.SendRequest | PrimError]] = []
+        self._msg_sender: asyncio.Task | None = None
         # Arrival times of recent oversized WebSocket messages, made when first needed.
         self._oversized_at: collections.deque[float] | None = None
 
@@ -142,6 +149,12 @@ class Session:
             handler = HANDLERS.get(cmd)
             if handler is None:
                 raise FrameError(Code.UNKNOWN_COMMAND, f"unknown cmd {cmd!r}")
+            if cmd == "msg":
+                await self._queue_msg(frame_seq, data)
+                return
+            # Every other request waits for the msg requests before it, so
+            # replies keep the order of the requests.
+            await self._msgs_answered()
             await handler(self, frame_seq, cmd, data)
         except FrameError as exc:
             self.reply_error(exc, exc.frame_seq or frame_seq, exc.cmd or cmd)
@@ -230,6 +243,54 @@ class Session:
         self.reply(frame_seq, cmd, {"heartbeatTime": now})
 
     async def cmd_msg(self, frame_seq: str, cmd: str, data: dict) -> None:
+        await self._queue_msg(frame_seq, data)
+        await self._msgs_answered()
+
+    # msg requests are pipelined: the receive loop goes on reading while
+    # they are with the router. The ones read meanwhile go to the router
+    # together, in one batch call, once the earlier ones are answered, so
+    # the router stores a connection's messages in the order it sent them.
+
+    async def _queue_msg(self, frame_seq: str, data: dict) -> None:
+        try:
+            request: router_pb2.SendRequest | PrimError = self._send_request(data)
+        except PrimError as exc:
+            request = exc
+        self._msgs.append((frame_seq, request))
+        if self._msg_sender is None:
+            self._msg_sender = background.spawn(self._send_msgs())
+        elif len(self._msgs) >= MSG_PIPELINE_MAX:
+            await self._msgs_answered()
+
+    async def _msgs_answered(self) -> None:
+        """Wait until every msg request read so far has its reply."""
+        if self._msg_sender is not None:
+            await asyncio.shield(self._msg_sender)
+
+    async def _send_msgs(self) -> None:
+        try:
+            while self._msgs:
+                group, self._msgs = self._msgs, []
+                requests = [r for _, r in group if isinstance(r, router_pb2.SendRequest)]
+                replies = iter(self.node.send_messages(requests) if requests else ())
+                for frame_seq, request in group:
+                    if isinstance(request, PrimError):
+                        self.reply_error(request, frame_seq, "msg")
+                        continue
+                    try:
+                        reply = await next(replies)
+                    except PrimError as exc:
+                        self.reply_error(exc, frame_seq, "msg")
+                    except Exception:
+                        log.exception("request failed", extra={**self._ids(), "cmd": "msg"})
+                        self.reply_error(PrimError(Code.SERVER_ERROR, "server error"), frame_seq, "msg")
+                    else:
+                        self.reply(frame_seq, "msg", {"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time})
+        finally:
+            self._msg_sender = None
+
+    def _send_request(self, data: dict) -> router_pb2.SendRequest:
+        """Check a msg request's fields and make its SendRequest."""
         settings = self.node.settings
         to = ids.check_user_id("to", data.get("to"))
         message = ids.check_text("message", data.get("message"), settings.max_message_bytes)
@@ -240,20 +301,17 @@ class Session:
             raise invalid("clientMsgId", client_msg_id, "must be a string of at most 128 characters")
         persist = _bool("persist", data.get("persist"), True)
         user = self.conn.user
-        reply = await self.node.send_message(
-            router_pb2.SendRequest(
-                tenant=self.conn.tenant,
-                sender=common_pb2.Profile(user_id=user.user_id, nickname=user.nickname, avatar=user.avatar),
-                to=to,
-                message=message,
-                msg_type=msg_type,
-                msg_cont_type=cont_type,
-                client_msg_id=client_msg_id,
-                persist=persist,
-                origin_conn_id=self.conn.conn_id,
-            ),
+        return router_pb2.SendRequest(
+            tenant=self.conn.tenant,
+            sender=common_pb2.Profile(user_id=user.user_id, nickname=user.nickname, avatar=user.avatar),
+            to=to,
+            message=message,
+            msg_type=msg_type,
+            msg_cont_type=cont_type,
+            client_msg_id=client_msg_id,
+            persist=persist,
+            origin_conn_id=self.conn.conn_id,
         )
-        self.reply(frame_seq, cmd, {"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time})
 
     async def cmd_sync(self, frame_seq: str, cmd: str, data: dict) -> None:
         if "afterSeq" not in data:

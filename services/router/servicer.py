@@ -76,6 +76,15 @@ def _message_proto(doc: dict[str, Any], broadcast: bool = False) -> common_pb2.M
     )
 
 
+def _stored_reply(item: Outgoing, ready_at: float) -> router_pb2.SendReply:
+    """The reply to a stored message, without waiting for its delivery."""
+    if item.duplicate:
+        return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time, duplicate=True)
+    metrics.MESSAGES_STORED.labels("direct").inc()
+    item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
+    return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time)
+
+
 def _outgoing(request) -> Outgoing:
     """Check a SendRequest and make the message it asks for."""
     _check_message_fields(request)
@@ -110,31 +119,37 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         # waiting would let one hung node hold back the replies to all of
         # them, and through the edge's limit on batches in flight, later sends.
         results: list[router_pb2.SendResult | None] = [None] * len(request.requests)
-        live: list[Outgoing] = []
-        stored: list[tuple[int, Any]] = []
+        # Runs of consecutive messages of one kind, in batch order: a run of
+        # online-only messages is dispatched only after the stored run before
+        # it has committed, so a sender's messages keep their order.
+        runs: list[tuple[bool, list[tuple[int, Outgoing]]]] = []
         for index, single in enumerate(request.requests):
             try:
                 item = _outgoing(single)
             except PrimError as exc:
                 results[index] = router_pb2.SendResult(code=int(exc.code), msg=exc.msg)
                 continue
-            if single.persist:
-                stored.append((index, self._store_and_dispatch(item)))
-            else:
-                live.append(item)
+            if not runs or runs[-1][0] != single.persist:
+                runs.append((single.persist, []))
+            runs[-1][1].append((index, item))
+        for persist, run in runs:
+            if persist:
+                # The store queues them in batch order, which is each sender's order.
+                outcomes = await self.store.store_many([item for _, item in run])
+                ready_at = time.perf_counter()
+                for (index, _), outcome in zip(run, outcomes, strict=True):
+                    if isinstance(outcome, Outgoing):
+                        outcome = _stored_reply(outcome, ready_at)
+                    results[index] = self._send_result(request.requests[index], outcome)
+                continue
+            # Online-only messages need no await: one dispatcher call takes them all.
+            self.dispatcher.submit([item for _, item in run])
+            ready_at = time.perf_counter()
+            for index, item in run:
+                item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
                 results[index] = router_pb2.SendResult(
                     reply=router_pb2.SendReply(msg_id=item.msg_id, time=item.time)
                 )
-        if live:
-            # Online-only messages need no await: one dispatcher call takes them all.
-            self.dispatcher.submit(live)
-            ready_at = time.perf_counter()
-            for item in live:
-                item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
-        if stored:
-            outcomes = await asyncio.gather(*(work for _, work in stored), return_exceptions=True)
-            for (index, _), outcome in zip(stored, outcomes, strict=True):
-                results[index] = self._send_result(request.requests[index], outcome)
         return router_pb2.SendBatchReply(results=results)
 
     @staticmethod
@@ -148,16 +163,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             )
             return router_pb2.SendResult(code=int(Code.SERVER_ERROR), msg="server error")
         return router_pb2.SendResult(reply=outcome)
-
-    async def _store_and_dispatch(self, item: Outgoing) -> router_pb2.SendReply:
-        """Store a message (the store hands it to the dispatcher) and reply without waiting for delivery."""
-        item = await self.store.store(item)
-        if item.duplicate:
-            return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time, duplicate=True)
-        metrics.MESSAGES_STORED.labels("direct").inc()
-        ready_at = time.perf_counter()
-        item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
-        return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time)
 
     async def _send(self, request) -> router_pb2.SendReply:
         """Store the message, hand it to delivery, and reply with the connections it reached."""

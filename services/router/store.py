@@ -129,6 +129,22 @@ def _write_concern(raw: str) -> WriteConcern:
     return WriteConcern(w=int(raw))
 
 
+def _original(item: Pending, doc: dict[str, Any]) -> Pending:
+    """The item as first stored, from its dedup record."""
+    if isinstance(item, OutgoingBroadcast):
+        data = {**item.data, "msgId": doc["msgId"], "time": doc["time"]}
+        return dataclasses.replace(
+            item, data=data, broadcast_seq=doc.get("broadcastSeq", 0), duplicate=True
+        )
+    return dataclasses.replace(
+        item, msg_id=doc["msgId"], sender_seq=doc["seq"], time=doc["time"], duplicate=True
+    )
+
+
+async def _ready(value):
+    return value
+
+
 class MessageStore:
     """The collections above, written by one batching task.
 
@@ -207,16 +223,32 @@ class MessageStore:
             doc = await self.dedup.find_one({"_id": key})
         except PyMongoError as exc:
             raise Unavailable(f"message store unavailable: {exc.__class__.__name__}") from None
-        if doc is None:
-            return None
-        if isinstance(item, OutgoingBroadcast):
-            data = {**item.data, "msgId": doc["msgId"], "time": doc["time"]}
-            return dataclasses.replace(
-                item, data=data, broadcast_seq=doc.get("broadcastSeq", 0), duplicate=True
-            )
-        return dataclasses.replace(
-            item, msg_id=doc["msgId"], sender_seq=doc["seq"], time=doc["time"], duplicate=True
-        )
+        return None if doc is None else _original(item, doc)
+
+    async def store_many(self, items: list[Outgoing]) -> list[Outgoing | Exception]:
+        """:meth:`store` for each item; they join the writer's queue in the order given.
+
+        One query looks up every clientMsgId of the batch, so a lookup's
+        latency cannot let a later message be queued before an earlier one.
+        """
+        keys = [_dedup_key(item) for item in items if item.client_msg_id]
+        docs: dict[tuple, dict] = {}
+        if keys:
+            try:
+                async for doc in self.dedup.find({"_id": {"$in": keys}}):
+                    docs[_hashable(doc["_id"])] = doc
+            except PyMongoError as exc:
+                error = Unavailable(f"message store unavailable: {exc.__class__.__name__}")
+                return [error] * len(items)
+        waits = []
+        for item in items:
+            doc = docs.get(_hashable(_dedup_key(item))) if item.client_msg_id else None
+            if doc is not None:
+                waits.append(_ready(_original(item, doc)))
+            else:
+                waits.append(self._enqueue(item))
+        # The coroutines queue their items when gather starts them, in this order.
+        return await asyncio.gather(*waits, return_exceptions=True)
 
     async def _write_loop(self) -> None:
         while True:
@@ -450,6 +482,10 @@ def _is_duplicate_key(exc: PyMongoError) -> bool:
 
 def _dedup_key(item: Pending) -> dict[str, str]:
     return {"t": item.tenant, "u": item.sender_id, "c": item.client_msg_id}
+
+
+def _hashable(key: dict[str, str]) -> tuple:
+    return (key.get("t"), key.get("u"), key.get("c"))
 
 
 def _counter_keys(item: Pending) -> list[str]:
