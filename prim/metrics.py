@@ -26,7 +26,7 @@ log = logging.getLogger("prim.metrics")
 
 # Every cmd of the WebSocket contract: requests, and the pushes msg, kick and reconnect.
 FRAME_COMMANDS = frozenset(
-    {"login", "ping", "heartbeat", "msg", "sync", "exit", "kick", "reconnect"}
+    {"login", "ping", "heartbeat", "msg", "sync", "syncBroadcast", "exit", "kick", "reconnect"}
 )
 
 # Seconds, from a local delivery (about 1 ms) to the 2 s default edge deadline and past it.

@@ -39,6 +39,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from prim import metrics
 
@@ -285,6 +286,31 @@ def current_span_context() -> trace.SpanContext | None:
     """Return the span context of the running request, or None outside a traced one."""
     span_context = trace.get_current_span().get_span_context()
     return span_context if span_context.is_valid else None
+
+
+def trace_carrier(span_contexts: list[trace.SpanContext | None]) -> dict[str, str]:
+    """The W3C trace headers of the first of ``span_contexts`` that is set; empty when off."""
+    if not _enabled:
+        return {}
+    for span_context in span_contexts:
+        if span_context is not None:
+            carrier: dict[str, str] = {}
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+            TraceContextTextMapPropagator().inject(carrier, context=parent)
+            return carrier
+    return {}
+
+
+@contextlib.contextmanager
+def remote_span(name: str, carrier: Mapping[str, str]) -> Iterator[None]:
+    """A server span for work asked for with ``carrier``'s trace headers, in that trace."""
+    if not _enabled:
+        yield
+        return
+    parent = TraceContextTextMapPropagator().extract(dict(carrier))
+    tracer = trace.get_tracer("prim")
+    with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER):
+        yield
 
 
 @contextlib.contextmanager

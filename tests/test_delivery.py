@@ -14,14 +14,14 @@ import time
 import pytest
 
 from prim import devcluster
-from prim.client import TenantClient, UserConnection
+from prim.client import ApiError, TenantClient, UserClient, UserConnection
 from prim.edge.hub import Connection
 from prim.pb import common_pb2, router_pb2, router_pb2_grpc
 from prim.router.store import MessageStore, Outgoing
 from prim.rpc import Peer
 
 import wsload
-from helpers import connect_user, new_tenant, next_msg, no_push, unique
+from helpers import connect_user, new_tenant, next_msg, no_push, unique, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -335,6 +335,44 @@ async def test_broadcast_resend_stored_once(cluster, acme):
         assert len((await acme.get_broadcast())["messages"]) == 1
     finally:
         await u2.close()
+
+
+async def test_missed_broadcasts_recovered_over_websocket(cluster, acme):
+    u5 = await connect_user(cluster, acme, "u5", 0)
+    first = await acme.send_msg("boss", "b0", all=True)
+    assert (await next_msg(u5))["broadcastSeq"] == first["broadcastSeq"]
+    await u5.close()
+    missed = [await acme.send_msg("boss", f"b{n}", all=True) for n in (1, 2, 3)]
+
+    u5 = await connect_user(cluster, acme, "u5", 1)
+    client = None
+    try:
+        page = await u5.sync_broadcast(first["broadcastSeq"])
+        assert [m["msgId"] for m in page["messages"]] == [m["msgId"] for m in missed]
+        assert [m["broadcastSeq"] for m in page["messages"]] == [m["broadcastSeq"] for m in missed]
+        assert [m["seq"] for m in page["messages"]] == [0, 0, 0]
+        assert page["hasMore"] is False
+        one = await u5.sync_broadcast(first["broadcastSeq"], limit=1)
+        assert ([m["message"] for m in one["messages"]], one["hasMore"]) == (["b1"], True)
+        with pytest.raises(ApiError) as bad:
+            await u5.sync_broadcast(-1)
+        assert bad.value.code == 1001 and "afterSeq" in bad.value.msg
+
+        # The SDK client fetches them by itself after login, then takes pushes.
+        token = (await acme.get_token("u6", "web"))["token"]
+        client = UserClient(
+            ws_url(cluster, 0), token, last_broadcast_seq=first["broadcastSeq"]
+        )
+        await client.connect()
+        got = [await client.receive(5) for _ in missed]
+        assert [m.msg_id for m in got] == [m["msgId"] for m in missed]
+        live = await acme.send_msg("boss", "b4", all=True)
+        assert (await client.receive(5)).msg_id == live["msgId"]
+        assert client.last_broadcast_seq == live["broadcastSeq"]
+    finally:
+        await u5.close()
+        if client is not None:
+            await client.close()
 
 
 async def test_concurrent_resends_store_once(cluster, acme):

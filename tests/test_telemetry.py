@@ -141,7 +141,7 @@ async def test_message_is_one_trace(traced, tenant):
     assert ("prim-router", "", "/prim.v1.Presence/Locate", "SpanKind.CLIENT") in seen
     assert ("prim-presence", "", "/prim.v1.Presence/Locate", "SpanKind.SERVER") in seen
     # The push to u2 leaves through edge2, inside the same trace.
-    assert ("prim-edge", "edge2", "/prim.v1.Edge/Deliver", "SpanKind.SERVER") in seen
+    assert ("prim-edge", "edge2", "/prim.v1.Edge/DeliverStream", "SpanKind.SERVER") in seen
     # MongoDB and Redis commands made for this message are in it too.
     systems = {(service_of(s), s["attributes"].get("db.system")) for s in spans}
     assert ("prim-router", "mongodb") in systems

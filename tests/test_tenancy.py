@@ -299,6 +299,7 @@ WS_MATRIX: dict[str, tuple[dict, dict[str, int]]] = {
     "heartbeat": ({}, {"own": 200, "other": 200, "none": 1000}),
     "msg": ({"to": "u2", "message": "ws matrix"}, {"own": 200, "other": 200, "none": 1000}),
     "sync": ({"afterSeq": 0}, {"own": 200, "other": 200, "none": 1000}),
+    "syncBroadcast": ({"afterSeq": 0}, {"own": 200, "other": 200, "none": 1000}),
     "exit": ({}, {"own": 200, "other": 200, "none": 1000}),
 }
 

@@ -105,6 +105,12 @@ class UserConnection:
             data["limit"] = limit
         return await self.request("sync", data)
 
+    async def sync_broadcast(self, after_seq: int, limit: int | None = None) -> dict:
+        data = {"afterSeq": after_seq}
+        if limit is not None:
+            data["limit"] = limit
+        return await self.request("syncBroadcast", data)
+
     async def next_push(self, timeout: float = 5.0) -> dict[str, Any]:
         return await asyncio.wait_for(self.pushes.get(), timeout)
 

@@ -63,6 +63,11 @@ class UserClient:
     timeline after ``last_seq`` except those sent through this client, plus
     broadcasts and online-only messages (``seq`` 0) while connected.
 
+    With ``last_broadcast_seq`` set (0 for the tenant's whole broadcast
+    history), the client also fetches the broadcasts it missed, with
+    ``syncBroadcast`` after every login and whenever a pushed broadcast skips
+    a ``broadcastSeq``; :attr:`last_broadcast_seq` is the position to keep.
+
     ``on_state`` is called with ``"connecting"``, ``"connected"``,
     ``"disconnected"`` and finally ``"closed"``.
     """
@@ -80,6 +85,7 @@ class UserClient:
         request_timeout_seconds: float = 10.0,
         send_timeout_seconds: float = 60.0,
         sync_limit: int = 100,
+        last_broadcast_seq: int | None = None,
         login_fields: dict[str, str] | None = None,
         on_state: Callable[[str], None] | None = None,
     ):
@@ -110,6 +116,8 @@ class UserClient:
         # and the seqs received beyond it.
         self._last_seq = last_seq
         self._seqs_ahead: set[int] = set()
+        # Highest broadcastSeq received; None when missed broadcasts are not fetched.
+        self._last_broadcast_seq = last_broadcast_seq
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         self._own_client_ids: set[str] = set()
         # NOTE: unbounded, so a caller that stops reading messages makes it grow.
@@ -124,6 +132,11 @@ class UserClient:
     def last_seq(self) -> int:
         """The highest seq up to which every message of the user's timeline was received."""
         return self._last_seq
+
+    @property
+    def last_broadcast_seq(self) -> int | None:
+        """The highest broadcastSeq received, when missed broadcasts are fetched."""
+        return self._last_broadcast_seq
 
     @property
     def connected(self) -> bool:
@@ -381,6 +394,7 @@ class UserClient:
         heartbeat = asyncio.create_task(self._heartbeat(conn))
         try:
             await self._sync(conn)
+            await self._sync_broadcasts(conn)
             while True:
                 push = await conn.receive_push()
                 if push is None:
@@ -455,18 +469,39 @@ class UserClient:
                 return
             after = messages[-1].seq
 
+    async def _sync_broadcasts(self, conn: UserConnection) -> None:
+        """Receive the stored broadcasts after the last one received, page by page."""
+        while self._last_broadcast_seq is not None:
+            page = await conn.request(
+                "syncBroadcast",
+                {"afterSeq": self._last_broadcast_seq, "limit": min(self.sync_limit, 200)},
+                timeout=self.request_timeout_seconds,
+            )
+            messages = [msgspec.convert(item, Message) for item in page["messages"]]
+            for message in messages:
+                self._deliver(message)
+            if not page["hasMore"] or not messages:
+                return
+
     async def _on_pushed_message(self, conn: UserConnection, data: dict[str, Any]) -> None:
         try:
             message = msgspec.convert(data, Message)
         except msgspec.ValidationError as exc:
             log.warning("invalid msg push ignored", extra={"error": str(exc)})
             return
+        broadcast_seq = message.broadcast_seq or 0
+        if self._last_broadcast_seq is not None and broadcast_seq > self._last_broadcast_seq + 1:
+            # Broadcasts before this one were missed, so fetch them first.
+            await self._sync_broadcasts(conn)
         if message.seq > self._last_seq + 1 and message.seq not in self._seqs_ahead:
             # A gap: messages before this one were missed, so fetch them first.
             await self._sync(conn)
         self._deliver(message)
 
     def _deliver(self, message: Message) -> None:
+        broadcast_seq = message.broadcast_seq or 0
+        if self._last_broadcast_seq is not None and broadcast_seq > self._last_broadcast_seq:
+            self._last_broadcast_seq = broadcast_seq
         if message.msg_id in self._seen_ids:
             return
         if message.seq and (message.seq <= self._last_seq or message.seq in self._seqs_ahead):

@@ -24,25 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12prim/pb/edge.proto\x12\x07prim.v1\"7\n\x04Push\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x63onn_ids\x18\x02 \x03(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x0c\"/\n\x0e\x44\x65liverRequest\x12\x1d\n\x06pushes\x18\x01 \x03(\x0b\x32\r.prim.v1.Push\"3\n\x0c\x44\x65liverReply\x12\x11\n\tdelivered\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x03(\x05\"5\n\x14\x44\x65liverTenantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\"j\n\x0f\x45\x64geKickRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x63onn_ids\x18\x02 \x03(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x1f\n\rEdgeKickReply\x12\x0e\n\x06\x63losed\x18\x01 \x01(\x05\x32\x87\x02\n\x04\x45\x64ge\x12\x39\n\x07\x44\x65liver\x12\x17.prim.v1.DeliverRequest\x1a\x15.prim.v1.DeliverReply\x12\x43\n\rDeliverStream\x12\x17.prim.v1.DeliverRequest\x1a\x15.prim.v1.DeliverReply(\x01\x30\x01\x12\x45\n\rDeliverTenant\x12\x1d.prim.v1.DeliverTenantRequest\x1a\x15.prim.v1.DeliverReply\x12\x38\n\x04Kick\x12\x18.prim.v1.EdgeKickRequest\x1a\x16.prim.v1.EdgeKickReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12prim/pb/edge.proto\x12\x07prim.v1\"7\n\x04Push\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x63onn_ids\x18\x02 \x03(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x0c\"\x90\x01\n\x0e\x44\x65liverRequest\x12\x1d\n\x06pushes\x18\x01 \x03(\x0b\x32\r.prim.v1.Push\x12\x31\n\x05trace\x18\x02 \x03(\x0b\x32\".prim.v1.DeliverRequest.TraceEntry\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x0c\x44\x65liverReply\x12\x11\n\tdelivered\x18\x01 \x01(\x05\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x03(\x05\"5\n\x14\x44\x65liverTenantRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\"j\n\x0f\x45\x64geKickRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x63onn_ids\x18\x02 \x03(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x1f\n\rEdgeKickReply\x12\x0e\n\x06\x63losed\x18\x01 \x01(\x05\x32\x87\x02\n\x04\x45\x64ge\x12\x39\n\x07\x44\x65liver\x12\x17.prim.v1.DeliverRequest\x1a\x15.prim.v1.DeliverReply\x12\x43\n\rDeliverStream\x12\x17.prim.v1.DeliverRequest\x1a\x15.prim.v1.DeliverReply(\x01\x30\x01\x12\x45\n\rDeliverTenant\x12\x1d.prim.v1.DeliverTenantRequest\x1a\x15.prim.v1.DeliverReply\x12\x38\n\x04Kick\x12\x18.prim.v1.EdgeKickRequest\x1a\x16.prim.v1.EdgeKickReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prim.pb.edge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DELIVERREQUEST_TRACEENTRY']._loaded_options = None
+  _globals['_DELIVERREQUEST_TRACEENTRY']._serialized_options = b'8\001'
   _globals['_PUSH']._serialized_start=31
   _globals['_PUSH']._serialized_end=86
-  _globals['_DELIVERREQUEST']._serialized_start=88
-  _globals['_DELIVERREQUEST']._serialized_end=135
-  _globals['_DELIVERREPLY']._serialized_start=137
-  _globals['_DELIVERREPLY']._serialized_end=188
-  _globals['_DELIVERTENANTREQUEST']._serialized_start=190
-  _globals['_DELIVERTENANTREQUEST']._serialized_end=243
-  _globals['_EDGEKICKREQUEST']._serialized_start=245
-  _globals['_EDGEKICKREQUEST']._serialized_end=351
-  _globals['_EDGEKICKREPLY']._serialized_start=353
-  _globals['_EDGEKICKREPLY']._serialized_end=384
-  _globals['_EDGE']._serialized_start=387
-  _globals['_EDGE']._serialized_end=650
+  _globals['_DELIVERREQUEST']._serialized_start=89
+  _globals['_DELIVERREQUEST']._serialized_end=233
+  _globals['_DELIVERREQUEST_TRACEENTRY']._serialized_start=189
+  _globals['_DELIVERREQUEST_TRACEENTRY']._serialized_end=233
+  _globals['_DELIVERREPLY']._serialized_start=235
+  _globals['_DELIVERREPLY']._serialized_end=286
+  _globals['_DELIVERTENANTREQUEST']._serialized_start=288
+  _globals['_DELIVERTENANTREQUEST']._serialized_end=341
+  _globals['_EDGEKICKREQUEST']._serialized_start=343
+  _globals['_EDGEKICKREQUEST']._serialized_end=449
+  _globals['_EDGEKICKREPLY']._serialized_start=451
+  _globals['_EDGEKICKREPLY']._serialized_end=482
+  _globals['_EDGE']._serialized_start=485
+  _globals['_EDGE']._serialized_end=748
 # @@protoc_insertion_point(module_scope)

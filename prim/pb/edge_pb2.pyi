@@ -17,10 +17,19 @@ class Push(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., conn_ids: _Optional[_Iterable[str]] = ..., frame: _Optional[bytes] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
-    __slots__ = ("pushes",)
+    __slots__ = ("pushes", "trace")
+    class TraceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PUSHES_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     pushes: _containers.RepeatedCompositeFieldContainer[Push]
-    def __init__(self, pushes: _Optional[_Iterable[_Union[Push, _Mapping]]] = ...) -> None: ...
+    trace: _containers.ScalarMap[str, str]
+    def __init__(self, pushes: _Optional[_Iterable[_Union[Push, _Mapping]]] = ..., trace: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeliverReply(_message.Message):
     __slots__ = ("delivered", "accepted")

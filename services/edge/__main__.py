@@ -60,8 +60,9 @@ async def run(settings) -> None:
 
     EdgeWebSocketProtocol.send_buffer_bytes = settings.socket_send_buffer_bytes
     host, _, port = settings.http_listen.rpartition(":")
+    app = create_app(node)
     uv_config = uvicorn.Config(
-        telemetry.trace_http(websocket_shortcut(create_app(node))),
+        websocket_shortcut(app, telemetry.trace_http(app)),
         host=host,
         port=int(port),
         log_config=None,

@@ -124,8 +124,9 @@ def create_app(node: EdgeNode) -> Starlette:
     return app
 
 
-def websocket_shortcut(app: Starlette):
-    """Wrap ``app`` so that WebSockets on ``/acc`` skip its middleware and routing.
+def websocket_shortcut(app: Starlette, rest=None):
+    """Serve WebSockets on ``/acc`` past ``app``'s middleware and routing; the rest
+    goes to ``rest`` (``app`` itself, or ``app`` wrapped in tracing).
 
     A connection's task keeps every coroutine between uvicorn and the session
     alive for as long as the connection lasts. Starlette's middleware and
@@ -133,11 +134,13 @@ def websocket_shortcut(app: Starlette):
     session handles its own errors.
     """
 
+    other = rest or app
+
     async def asgi(scope, receive, send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/acc":
             scope["app"] = app
             await acc(WebSocket(scope, receive, send))
         else:
-            await app(scope, receive, send)
+            await other(scope, receive, send)
 
     return asgi

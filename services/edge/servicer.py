@@ -6,6 +6,7 @@ import asyncio
 
 import msgspec
 
+from prim import telemetry
 from prim.pb import edge_pb2, edge_pb2_grpc
 
 from .node import EdgeNode
@@ -60,7 +61,9 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
         reader = asyncio.create_task(_read_into(requests, inbox))
         try:
             while (request := await inbox.get()) is not None:
-                yield self._deliver(request)
+                with telemetry.remote_span("/prim.v1.Edge/DeliverStream", request.trace):
+                    reply = self._deliver(request)
+                yield reply
         finally:
             self._inboxes.discard(inbox)
             reader.cancel()

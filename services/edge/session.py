@@ -29,6 +29,7 @@ PRE_LOGIN_COMMANDS = ("login", "ping")
 # router; past this the connection is not read until they are answered.
 MSG_PIPELINE_MAX = 64
 SYNC_LIMIT_MAX = 500
+BROADCAST_SYNC_LIMIT_MAX = 200
 CLIENT_INFO_FIELDS = {"deviceInfo": "device_info", "qua": "qua", "address": "address"}
 # The third oversized WebSocket message within a minute closes the connection.
 OVERSIZED_CLOSE_COUNT = 3
@@ -42,6 +43,15 @@ def _bool(field: str, value: Any, default: bool) -> bool:
     if not isinstance(value, bool):
         raise invalid(field, value, "must be true or false")
     return value
+
+
+def _after_seq(data: dict) -> int:
+    if "afterSeq" not in data:
+        raise invalid("afterSeq", None, "is required (0 for everything)")
+    after = data["afterSeq"]
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise invalid("afterSeq", after, "must be an integer of 0 or more")
+    return after
 
 
 class Session:
@@ -314,17 +324,27 @@ class Session:
         )
 
     async def cmd_sync(self, frame_seq: str, cmd: str, data: dict) -> None:
-        if "afterSeq" not in data:
-            raise invalid("afterSeq", None, "is required (0 for everything)")
-        after = data["afterSeq"]
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise invalid("afterSeq", after, "must be an integer of 0 or more")
+        after = _after_seq(data)
         limit = ids.check_int("limit", data.get("limit", 100), 1, SYNC_LIMIT_MAX)
         page = await self.node.router.call(
             "Sync",
             router_pb2.SyncRequest(
                 tenant=self.conn.tenant, user_id=self.conn.user_id, after_seq=after, limit=limit
             ),
+        )
+        self.reply(
+            frame_seq,
+            cmd,
+            {"messages": [message_from_proto(m) for m in page.messages], "hasMore": page.has_more},
+        )
+
+    async def cmd_sync_broadcast(self, frame_seq: str, cmd: str, data: dict) -> None:
+        """The tenant's stored broadcasts after ``afterSeq``, for a client that missed pushes."""
+        after = _after_seq(data)
+        limit = ids.check_int("limit", data.get("limit", 50), 1, BROADCAST_SYNC_LIMIT_MAX)
+        page = await self.node.router.call(
+            "BroadcastHistory",
+            router_pb2.BroadcastHistoryRequest(tenant=self.conn.tenant, after_seq=after, limit=limit),
         )
         self.reply(
             frame_seq,
@@ -344,5 +364,6 @@ HANDLERS = {
     "heartbeat": Session.cmd_heartbeat,
     "msg": Session.cmd_msg,
     "sync": Session.cmd_sync,
+    "syncBroadcast": Session.cmd_sync_broadcast,
     "exit": Session.cmd_exit,
 }

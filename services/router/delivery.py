@@ -19,9 +19,11 @@ import asyncio
 import collections
 import logging
 import time
+from typing import Any
 
 import grpc
 
+from prim import telemetry
 from prim.errors import PrimError
 from prim.pb import edge_pb2, edge_pb2_grpc, presence_pb2
 from prim.rpc import Peer
@@ -149,14 +151,15 @@ class NodeLane:
     def __init__(self, nodes: EdgeNodes, node_id: str):
         self.nodes = nodes
         self.node_id = node_id
-        self._queue: collections.deque[tuple[list[edge_pb2.Push], asyncio.Future]] = (
+        # Queued pushes: (pushes, future of their counts, span context of their trace).
+        self._queue: collections.deque[tuple[list[edge_pb2.Push], asyncio.Future, Any]] = (
             collections.deque()
         )
         self._sender: asyncio.Task | None = None
         self._call = None
         self._reader: asyncio.Task | None = None
         # Requests written on the stream, oldest first, each as its queue entries.
-        self._waiting: collections.deque[list[tuple[list[edge_pb2.Push], asyncio.Future]]] = (
+        self._waiting: collections.deque[list[tuple[list[edge_pb2.Push], asyncio.Future, Any]]] = (
             collections.deque()
         )
         self._room = asyncio.Event()  # set when a request leaves _waiting
@@ -164,7 +167,7 @@ class NodeLane:
 
     def add(self, pushes: list[edge_pb2.Push]) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((pushes, future))
+        self._queue.append((pushes, future, telemetry.current_span_context()))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all())
         return future
@@ -182,7 +185,8 @@ class NodeLane:
                     return
                 entries = self._take()
                 request = edge_pb2.DeliverRequest(
-                    pushes=[push for pushes, _ in entries for push in pushes]
+                    pushes=[push for pushes, _, _ in entries for push in pushes],
+                    trace=telemetry.trace_carrier([context for _, _, context in entries]),
                 )
                 self._waiting.append(entries)
                 if self._timer is None:
@@ -262,7 +266,7 @@ class NodeLane:
             error = f"no reply within {self.nodes.deadline} s"
         else:
             error = str(exc) or repr(exc)
-        lost = sum(len(pushes) for entries in self._waiting for pushes, _ in entries)
+        lost = sum(len(pushes) for entries in self._waiting for pushes, _, _ in entries)
         extra = {"node_id": self.node_id, "error": error, "pushes_unconfirmed": lost}
         if lost:
             log.warning("delivery stream to edge failed", extra=extra)
@@ -285,11 +289,11 @@ class NodeLane:
         cost them two deadlines. The messages are stored, and sync returns them.
         """
         while self._queue:
-            pushes, future = self._queue.popleft()
+            pushes, future, _ = self._queue.popleft()
             if not future.done():
                 future.set_result([0] * len(pushes))
 
-    def _take(self) -> list[tuple[list[edge_pb2.Push], asyncio.Future]]:
+    def _take(self) -> list[tuple[list[edge_pb2.Push], asyncio.Future, Any]]:
         entries, size = [], 0
         while self._queue:
             pushes = self._queue[0][0]
@@ -313,7 +317,7 @@ class NodeLane:
 
 def _accepted(reply: edge_pb2.DeliverReply, entries) -> list[int]:
     """Connections that took each push of a request, in request order."""
-    pushes = [push for entry_pushes, _ in entries for push in entry_pushes]
+    pushes = [push for entry_pushes, _, _ in entries for push in entry_pushes]
     if len(reply.accepted) == len(pushes):
         return list(reply.accepted)
     # A reply without per-push counts: credit the total in order.
@@ -327,7 +331,7 @@ def _accepted(reply: edge_pb2.DeliverReply, entries) -> list[int]:
 def _settle_entries(entries, counts: list[int] | None) -> None:
     """Give each entry's future its pushes' counts (zeros when ``counts`` is None)."""
     offset = 0
-    for pushes, future in entries:
+    for pushes, future, _ in entries:
         if not future.done():
             if counts is None:
                 future.set_result([0] * len(pushes))
