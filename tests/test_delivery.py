@@ -612,6 +612,25 @@ async def test_online_only_live_only(cluster, acme):
         await asyncio.gather(u1.close(), u2.close(), u1_phone.close())
 
 
+async def test_online_only_resend_pushed_once(cluster, acme):
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    u2 = await connect_user(cluster, acme, "u2", 1)
+    try:
+        first = await u1.send("u2", "typing", persist=False, clientMsgId="t-1")
+        assert (await next_msg(u2))["msgId"] == first["msgId"]
+        again = await u1.send("u2", "typing", persist=False, clientMsgId="t-1")
+        assert (again["msgId"], again["time"], again["seq"]) == (first["msgId"], first["time"], 0)
+        rest = await acme.send_msg("u1", "typing", to="u2", persist=False, client_msg_id="t-1")
+        assert (rest["msgId"], rest["delivered"]) == (first["msgId"], 0)
+        await no_push(u2)
+        # Another sender's, or another id, is another message.
+        other = await u2.send("u1", "typing", persist=False, clientMsgId="t-1")
+        assert other["msgId"] != first["msgId"]
+        assert (await next_msg(u1))["msgId"] == other["msgId"]
+    finally:
+        await asyncio.gather(u1.close(), u2.close())
+
+
 # Slow consumers
 #
 # Acceptance 5 at full size: 10,000 broadcasts to 1,000 receivers, once

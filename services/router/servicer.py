@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -76,6 +77,37 @@ def _message_proto(doc: dict[str, Any], broadcast: bool = False) -> common_pb2.M
     )
 
 
+class RecentIds:
+    """clientMsgIds of recent online-only messages, kept in memory for ``ttl_seconds``.
+
+    Online-only messages are not stored, so this replica's memory is the
+    only record of a clientMsgId: a resend within the window gets the first
+    message's msgId and time and pushes nothing. At most ``max_entries`` are
+    kept; past that the oldest are forgotten first.
+    """
+
+    def __init__(self, ttl_seconds: float = 600.0, max_entries: int = 100_000):
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: collections.OrderedDict[tuple[str, str, str], tuple[float, str, int]] = (
+            collections.OrderedDict()
+        )
+
+    def first(self, item: Outgoing) -> tuple[str, int] | None:
+        """The msgId and time of the first message with ``item``'s clientMsgId, or None
+        after recording ``item`` as the first."""
+        key = (item.tenant, item.sender_id, item.client_msg_id)
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1], entry[2]
+        self._entries[key] = (now + self.ttl_seconds, item.msg_id, item.time)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return None
+
+
 def _stored_reply(item: Outgoing, ready_at: float) -> router_pb2.SendReply:
     """The reply to a stored message, without waiting for its delivery."""
     if item.duplicate:
@@ -108,6 +140,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.presence = presence
         self.nodes = nodes
         self.dispatcher = dispatcher
+        self.recent_ids = RecentIds()
 
     @_handled
     async def Send(self, request, context):
@@ -143,13 +176,19 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                     results[index] = self._send_result(request.requests[index], outcome)
                 continue
             # Online-only messages need no await: one dispatcher call takes them all.
-            self.dispatcher.submit([item for _, item in run])
-            ready_at = time.perf_counter()
+            fresh = []
             for index, item in run:
+                first = self.recent_ids.first(item) if item.client_msg_id else None
+                if first is not None:
+                    reply = router_pb2.SendReply(msg_id=first[0], time=first[1], duplicate=True)
+                else:
+                    fresh.append(item)
+                    reply = router_pb2.SendReply(msg_id=item.msg_id, time=item.time)
+                results[index] = router_pb2.SendResult(reply=reply)
+            self.dispatcher.submit(fresh)
+            ready_at = time.perf_counter()
+            for item in fresh:
                 item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
-                results[index] = router_pb2.SendResult(
-                    reply=router_pb2.SendReply(msg_id=item.msg_id, time=item.time)
-                )
         return router_pb2.SendBatchReply(results=results)
 
     @staticmethod
@@ -176,6 +215,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 )
             metrics.MESSAGES_STORED.labels("direct").inc()
         else:
+            first = self.recent_ids.first(item) if item.client_msg_id else None
+            if first is not None:
+                return router_pb2.SendReply(msg_id=first[0], time=first[1], duplicate=True)
             self.dispatcher.submit([item])
         ready_at = time.perf_counter()
         delivered = await item.delivery
