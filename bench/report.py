@@ -385,9 +385,15 @@ and rewrite this page, `docs/benchmarks/results.json` and
 
 prim's targets compare it with the best of the two framework peers
 (python-socketio and Django Channels); the relay is a ceiling, not a target.
-prim batches its internal gRPC calls under load (SendBatch, VerifyTokens,
-ConnectBatch) and runs its edges on uvloop; the targets it still misses are
-open work.
+What prim does for these numbers: it batches its internal gRPC calls under
+load (SendBatch, VerifyTokens with one MongoDB query per batch, ConnectBatch
+with one Redis pipeline per batch); it pipelines a connection's msg
+requests, which go to the router as one group once the earlier ones have
+replies; the router delivers to each edge over one ordered stream with
+several requests in flight; the edge writes WebSocket frames straight to
+the socket; an idle connection skips Starlette's middleware and uses small
+stand-ins for uvicorn's per-connection queue and event; and every service
+runs on uvloop. The targets it still misses are open work.
 
 {table(["target", "prim", "reference", "ratio", "verdict"], targets(results))}
 
@@ -463,9 +469,8 @@ are not expected. *Server drops* are the drop counters the peers report.
   authentication, no storage: both "servers" are the same process.
 - The peers run under uvicorn with the settings of prim's edges: httptools,
   the sans-I/O websockets implementation, no compression, backlog 2,048. Their
-  event loop is uvloop (uvicorn's choice when installed), while prim's
-  services run on asyncio's default loop because they start with
-  `asyncio.run`.
+  event loop is uvloop (uvicorn's choice when installed), as are all of
+  prim's services.
 
 ## Profile
 
@@ -476,8 +481,10 @@ stored. It takes 100 samples/s without pausing the process, and keeps only
 Python frames of samples that hold the GIL. The raw stacks are in
 `var/bench/profiles/` after a run. Time spent in gRPC's Cython layer shows up
 as self time of the Python frame that called it, mostly
-`UnaryUnaryCall._invoke` (client calls) and `Handle._run` (callbacks of the
-event loop, which include the gRPC server's).
+`UnaryUnaryCall._invoke` and `_StreamRequestMixin._write` (client calls and
+stream writes). Time in the event loop itself, including socket writes
+that uvloop makes in C, shows up as self time of the frame that wrote,
+such as `EdgeWebSocketProtocol.write_text_frames`, or of `Runner.run`.
 
 {profile_section(results)}
 

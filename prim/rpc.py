@@ -229,8 +229,8 @@ class Peer:
     def open_stream(self, method: str):
         """Start a long-lived bidirectional stream call of ``method``, without a deadline.
 
-        The caller writes requests and reads replies on the returned call and
-        cancels it when done; it guards against a hung peer with its own timeouts.
+        The caller writes requests and reads replies on the returned call, and
+        cancels it when done. It guards against a hung peer with its own timeouts.
         """
         return getattr(self.stub, method)(metadata=self._metadata)
 

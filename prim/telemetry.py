@@ -289,7 +289,7 @@ def current_span_context() -> trace.SpanContext | None:
 
 
 def trace_carrier(span_contexts: list[trace.SpanContext | None]) -> dict[str, str]:
-    """The W3C trace headers of the first of ``span_contexts`` that is set; empty when off."""
+    """Return the W3C trace headers of the first of ``span_contexts`` that is set (empty when off)."""
     if not _enabled:
         return {}
     for span_context in span_contexts:
@@ -303,7 +303,7 @@ def trace_carrier(span_contexts: list[trace.SpanContext | None]) -> dict[str, st
 
 @contextlib.contextmanager
 def remote_span(name: str, carrier: Mapping[str, str]) -> Iterator[None]:
-    """A server span for work asked for with ``carrier``'s trace headers, in that trace."""
+    """Trace work requested with ``carrier``'s trace headers as a server span in that trace."""
     if not _enabled:
         yield
         return

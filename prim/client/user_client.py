@@ -455,33 +455,33 @@ class UserClient:
 
     async def _sync(self, conn: UserConnection) -> None:
         """Receive the stored messages after the last contiguous seq, page by page."""
-        after = self._last_seq
-        while True:
-            page = await conn.request(
-                "sync",
-                {"afterSeq": after, "limit": self.sync_limit},
-                timeout=self.request_timeout_seconds,
-            )
-            messages = [msgspec.convert(item, Message) for item in page["messages"]]
-            for message in messages:
-                self._deliver(message)
-            if not page["hasMore"] or not messages:
-                return
-            after = messages[-1].seq
+        await self._fetch_pages(conn, "sync", self._last_seq, self.sync_limit, lambda m: m.seq)
 
     async def _sync_broadcasts(self, conn: UserConnection) -> None:
         """Receive the stored broadcasts after the last one received, page by page."""
-        while self._last_broadcast_seq is not None:
-            page = await conn.request(
+        if self._last_broadcast_seq is not None:
+            await self._fetch_pages(
+                conn,
                 "syncBroadcast",
-                {"afterSeq": self._last_broadcast_seq, "limit": min(self.sync_limit, 200)},
-                timeout=self.request_timeout_seconds,
+                self._last_broadcast_seq,
+                min(self.sync_limit, 200),
+                lambda m: m.broadcast_seq or 0,
+            )
+
+    async def _fetch_pages(
+        self, conn: UserConnection, cmd: str, after: int, limit: int, position: Callable[[Message], int]
+    ) -> None:
+        """Deliver the pages of ``cmd`` from ``after`` on, moving on from each page's last ``position``."""
+        while True:
+            page = await conn.request(
+                cmd, {"afterSeq": after, "limit": limit}, timeout=self.request_timeout_seconds
             )
             messages = [msgspec.convert(item, Message) for item in page["messages"]]
             for message in messages:
                 self._deliver(message)
             if not page["hasMore"] or not messages:
                 return
+            after = position(messages[-1])
 
     async def _on_pushed_message(self, conn: UserConnection, data: dict[str, Any]) -> None:
         try:

@@ -97,7 +97,7 @@ def _handle_errors(method):
 
 
 def _digest(request) -> str:
-    """The token hash a VerifyTokenRequest asks about; empty when it names none."""
+    """Return the token hash of a VerifyTokenRequest, or "" when it has none."""
     key = request.WhichOneof("key")
     if key == "token" and request.token:
         return token_id(request.token)

@@ -6,8 +6,8 @@ client stops reading, the kernel buffers fill (the WebSocket protocol caps
 them with SO_SNDBUF), the transport's buffer passes its high-water mark and
 the transport pauses. Frames pushed from then on wait in the connection's
 bounded send queue, which one task writes out when the transport resumes.
-Pushing never waits, so delivery to other connections never waits for
-this one.
+Pushing only writes or appends, with no await, so delivery to other
+connections does not wait for this one.
 
 A connection whose queue passes its frame or byte limit is a slow consumer:
 it is closed with code 1008, and the client recovers what it missed with
@@ -46,6 +46,8 @@ class FrameWriter(Protocol):
     """The socket side of a connection, as the edge's WebSocket protocol provides it."""
 
     def can_write(self) -> bool: ...
+
+    def is_open(self) -> bool: ...
 
     def write_text_frames(self, payloads: Sequence[bytes]) -> bool: ...
 
@@ -111,6 +113,8 @@ class Connection:
                 return False
             metrics.count_frames_sent(cmd)
             return True
+        if not self._io.is_open():
+            return False  # closing or gone: the frame could not be written
         if len(self._queue) >= self._max_frames or self._queued_bytes + len(frame) > self._max_bytes:
             log.warning(
                 "slow consumer closed",

@@ -26,7 +26,7 @@ log = logging.getLogger("prim.edge.session")
 
 PRE_LOGIN_COMMANDS = ("login", "ping")
 # msg requests of one connection that may wait behind the ones with the
-# router; past this the connection is not read until they are answered.
+# router; past this the connection is not read until those get replies.
 MSG_PIPELINE_MAX = 64
 SYNC_LIMIT_MAX = 500
 BROADCAST_SYNC_LIMIT_MAX = 200
@@ -59,9 +59,14 @@ class Session:
         self.node = node
         self.ws = websocket
         settings = node.settings
+        writer = websocket.scope.get("extensions", {}).get(PROTOCOL_KEY)
+        if writer is None:
+            raise RuntimeError(
+                "/acc needs prim's WebSocket protocol: run uvicorn with ws=EdgeWebSocketProtocol"
+            )
         self.conn = Connection(
             str(ObjectId()),
-            websocket.scope["extensions"][PROTOCOL_KEY],
+            writer,
             self._close,
             settings.send_queue_frames,
             settings.send_queue_bytes,
@@ -134,6 +139,7 @@ class Session:
     async def _reject_oversized(self, size: int) -> None:
         """Reply 1011 to a WebSocket message over the limit; close with 1009 on repeated ones."""
         limit = self.node.settings.max_message_bytes
+        await self._msgs_answered()  # replies keep the order of the requests
         self.reply_error(
             PrimError(Code.TOO_LARGE, f"WebSocket message too large: {size} bytes, maximum {limit}")
         )
@@ -167,11 +173,14 @@ class Session:
             await self._msgs_answered()
             await handler(self, frame_seq, cmd, data)
         except FrameError as exc:
+            await self._msgs_answered()
             self.reply_error(exc, exc.frame_seq or frame_seq, exc.cmd or cmd)
         except PrimError as exc:
+            await self._msgs_answered()
             self.reply_error(exc, frame_seq, cmd)
         except Exception:
             log.exception("request failed", extra={**self._ids(), "cmd": cmd})
+            await self._msgs_answered()
             self.reply_error(PrimError(Code.SERVER_ERROR, "server error"), frame_seq, cmd)
 
     # Commands
@@ -258,7 +267,7 @@ class Session:
 
     # msg requests are pipelined: the receive loop goes on reading while
     # they are with the router. The ones read meanwhile go to the router
-    # together, in one batch call, once the earlier ones are answered, so
+    # together, in one batch call, once the earlier ones have replies, so
     # the router stores a connection's messages in the order it sent them.
 
     async def _queue_msg(self, frame_seq: str, data: dict) -> None:
@@ -339,7 +348,7 @@ class Session:
         )
 
     async def cmd_sync_broadcast(self, frame_seq: str, cmd: str, data: dict) -> None:
-        """The tenant's stored broadcasts after ``afterSeq``, for a client that missed pushes."""
+        """Reply with the tenant's stored broadcasts after ``afterSeq``, for a client that missed pushes."""
         after = _after_seq(data)
         limit = ids.check_int("limit", data.get("limit", 50), 1, BROADCAST_SYNC_LIMIT_MAX)
         page = await self.node.router.call(

@@ -305,11 +305,11 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     # Direct frame writes. The hub writes text frames here instead of through
     # ASGI send, which costs an await, a dict and a pass through websockets'
     # frame serializer per frame. A server's frames are unmasked and the edge
-    # negotiates no extension, so a frame is a header and the payload; the
+    # negotiates no extension, so a frame is a header and the payload. The
     # websockets state machine has nothing to track for them.
 
     def can_write(self) -> bool:
-        """Whether frames written now go out: the connection is open and the transport not paused."""
+        """Return whether frames written now go out: the connection is open and the transport not paused."""
         return self.writable.is_set() and self.is_open()
 
     def is_open(self) -> bool:

@@ -61,7 +61,7 @@ def _connect_call(user: User, policy: str, max_devices: int, ttl_seconds: int) -
 
 
 def _replaced(user: User, reply: list[bytes]) -> list[Location]:
-    """The connections a CONNECT script reply says the new one replaced."""
+    """Decode the connections that a CONNECT script reply lists as replaced."""
     return [
         Location(
             user_id=user.user_id,

@@ -137,7 +137,7 @@ class NodeLane:
     Pushes queued while earlier requests are on the way go out together in
     the next request, up to ``MAX_REQUEST_BYTES`` of frames, and at most
     ``MAX_IN_FLIGHT`` requests wait for their replies at once. The node
-    answers in order, so each reply settles the oldest request.
+    replies in order, so each reply settles the oldest request.
 
     A reply that does not come within the deadline, or a stream that fails,
     ends the stream: the requests waiting for replies and the pushes queued
@@ -193,17 +193,23 @@ class NodeLane:
                     self._arm_deadline(call)
                 try:
                     await call.write(request)
-                except Exception as exc:  # the stream broke; _fail settles what waits
-                    self._fail(call, exc)
+                except (Exception, asyncio.CancelledError) as exc:
+                    # grpc raises CancelledError from a write on a call that
+                    # _fail cancelled; only a cancellation of this task ends it.
+                    if _cancelling():
+                        raise
+                    self._fail(call, exc)  # the stream broke; _fail settles what waits
         except Exception:
             log.exception("delivery to edge failed", extra={"node_id": self.node_id})
             self._settle_waiting()
             self._drop_queued()
         finally:
             self._sender = None
+            # Pushes must not wait for a sender that is gone.
+            self._drop_queued()
 
     async def _stream(self):
-        """The open DeliverStream call to the node, opened if needed; None when the node is unknown."""
+        """Return the open DeliverStream call to the node, opening one if needed (None when the node is unknown)."""
         if self._call is not None:
             return self._call
         try:
@@ -229,6 +235,8 @@ class NodeLane:
         try:
             while True:
                 reply = await call.read()
+                if self._call is not call:
+                    return  # the stream was replaced while this reply was on its way
                 if reply is grpc.aio.EOF:
                     raise ConnectionError("the node ended the delivery stream")
                 if not self._waiting:
@@ -237,13 +245,15 @@ class NodeLane:
                 self._room.set()
                 self._arm_deadline(call)
                 _settle_entries(entries, _accepted(reply, entries))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            self._fail(call, exc)  # grpc's error for a call that was cancelled
+        except Exception as exc:
             self._fail(call, exc)
 
     def _arm_deadline(self, call) -> None:
-        """Give the oldest waiting request the deadline to be answered, counted from now."""
+        """Give the oldest waiting request the deadline for its reply, counted from now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -313,6 +323,12 @@ class NodeLane:
         for task in (self._reader, self._sender):
             if task is not None:
                 task.cancel()
+
+
+def _cancelling() -> bool:
+    """Return whether the running task is being cancelled (not merely seeing a cancelled call)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _accepted(reply: edge_pb2.DeliverReply, entries) -> list[int]:

@@ -94,8 +94,8 @@ class RecentIds:
         )
 
     def first(self, item: Outgoing) -> tuple[str, int] | None:
-        """The msgId and time of the first message with ``item``'s clientMsgId, or None
-        after recording ``item`` as the first."""
+        """Return the msgId and time of the first message with ``item``'s clientMsgId,
+        or record ``item`` as the first and return None."""
         key = (item.tenant, item.sender_id, item.client_msg_id)
         now = time.monotonic()
         entry = self._entries.get(key)
@@ -109,7 +109,7 @@ class RecentIds:
 
 
 def _stored_reply(item: Outgoing, ready_at: float) -> router_pb2.SendReply:
-    """The reply to a stored message, without waiting for its delivery."""
+    """Build the reply to a stored message, without waiting for its delivery."""
     if item.duplicate:
         return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time, duplicate=True)
     metrics.MESSAGES_STORED.labels("direct").inc()
@@ -118,7 +118,7 @@ def _stored_reply(item: Outgoing, ready_at: float) -> router_pb2.SendReply:
 
 
 def _outgoing(request) -> Outgoing:
-    """Check a SendRequest and make the message it asks for."""
+    """Check a SendRequest and build its message."""
     _check_message_fields(request)
     ids.check_user_id("to", request.to)
     return Outgoing(
@@ -152,22 +152,38 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         # waiting would let one hung node hold back the replies to all of
         # them, and through the edge's limit on batches in flight, later sends.
         results: list[router_pb2.SendResult | None] = [None] * len(request.requests)
-        # Runs of consecutive messages of one kind, in batch order: a run of
-        # online-only messages is dispatched only after the stored run before
-        # it has committed, so a sender's messages keep their order.
-        runs: list[tuple[bool, list[tuple[int, Outgoing]]]] = []
+        valid: list[tuple[int, Outgoing, bool]] = []
         for index, single in enumerate(request.requests):
             try:
-                item = _outgoing(single)
+                valid.append((index, _outgoing(single), single.persist))
             except PrimError as exc:
                 results[index] = router_pb2.SendResult(code=int(exc.code), msg=exc.msg)
-                continue
-            if not runs or runs[-1][0] != single.persist:
-                runs.append((single.persist, []))
+        if len({persist for _, _, persist in valid}) <= 1:
+            await self._send_runs(request, valid, results)
+        else:
+            # Each sender's messages go in order, and senders do not wait for each other.
+            by_sender: dict[tuple[str, str], list[tuple[int, Outgoing, bool]]] = {}
+            for entry in valid:
+                by_sender.setdefault((entry[1].tenant, entry[1].sender_id), []).append(entry)
+            await asyncio.gather(
+                *(self._send_runs(request, entries, results) for entries in by_sender.values())
+            )
+        return router_pb2.SendBatchReply(results=results)
+
+    async def _send_runs(self, request, entries, results: list) -> None:
+        """Store or dispatch ``entries`` in runs of one kind, in order, filling ``results``.
+
+        A run of online-only messages is dispatched only after the stored run
+        before it has committed, so a sender's messages keep their order.
+        """
+        runs: list[tuple[bool, list[tuple[int, Outgoing]]]] = []
+        for index, item, persist in entries:
+            if not runs or runs[-1][0] != persist:
+                runs.append((persist, []))
             runs[-1][1].append((index, item))
         for persist, run in runs:
             if persist:
-                # The store queues them in batch order, which is each sender's order.
+                # The store queues them in this order, which is each sender's order.
                 outcomes = await self.store.store_many([item for _, item in run])
                 ready_at = time.perf_counter()
                 for (index, _), outcome in zip(run, outcomes, strict=True):
@@ -189,7 +205,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             ready_at = time.perf_counter()
             for item in fresh:
                 item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
-        return router_pb2.SendBatchReply(results=results)
 
     @staticmethod
     def _send_result(single, outcome) -> router_pb2.SendResult:

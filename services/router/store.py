@@ -130,7 +130,7 @@ def _write_concern(raw: str) -> WriteConcern:
 
 
 def _original(item: Pending, doc: dict[str, Any]) -> Pending:
-    """The item as first stored, from its dedup record."""
+    """Rebuild the item as first stored, from its dedup record."""
     if isinstance(item, OutgoingBroadcast):
         data = {**item.data, "msgId": doc["msgId"], "time": doc["time"]}
         return dataclasses.replace(
