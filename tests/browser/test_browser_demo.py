@@ -152,3 +152,27 @@ async def test_pages_have_security_headers(cluster):
             assert response.status_code == 200
             assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
             assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_prim_js_fetches_missed_broadcasts(cluster, acme, open_page):
+    """PrimClient with lastBroadcastSeq gets the broadcasts sent while it was away."""
+    first = await acme.send_msg("boss", "before", all=True)
+    missed = [await acme.send_msg("boss", f"missed {n}", all=True) for n in (1, 2)]
+    token = (await acme.get_token("carol", "web"))["token"]
+    chat = await open_page(edge_url(cluster, 0) + "/demo")
+    received = await chat.page.evaluate(
+        """async ([url, token, after]) => {
+            const { PrimClient } = await import("/static/prim.js");
+            const client = new PrimClient([url], token, { lastBroadcastSeq: after });
+            await client.connect();
+            const ids = [];
+            for (let i = 0; i < 2; i++) ids.push((await client.receive(5)).msgId);
+            const last = client.lastBroadcastSeq;
+            await client.close();
+            return { ids, last };
+        }""",
+        [ws_url(cluster, 1), token, first["broadcastSeq"]],
+    )
+    assert received["ids"] == [m["msgId"] for m in missed]
+    assert received["last"] == missed[-1]["broadcastSeq"]
+    assert chat.errors == []

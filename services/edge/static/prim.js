@@ -10,6 +10,8 @@
 //   `hasMore` is false;
 // - duplicates dropped by `msgId`, and a `sync` first when a pushed message
 //   skips a seq, so that messages come out in seq order;
+// - with `lastBroadcastSeq` set, `syncBroadcast` after every login and when
+//   a pushed broadcast skips a `broadcastSeq`, so missed broadcasts arrive;
 // - a `reconnect` push or close code 1012 (an edge node shutting down):
 //   connect again at once, to the next URL of the list;
 // - a `kick` push (`replaced`, `revoked`, `expired`): stop and report it,
@@ -234,6 +236,8 @@ export class PrimClient extends EventTarget {
     // and the seqs received beyond it.
     this._lastSeq = options.lastSeq ?? 0;
     this._seqsAhead = new Set();
+    // Highest broadcastSeq received; null when missed broadcasts are not fetched.
+    this._lastBroadcastSeq = options.lastBroadcastSeq ?? null;
     this._seenIds = new Set();
     this._ownClientIds = new Set();
     this._inbox = [];
@@ -248,6 +252,10 @@ export class PrimClient extends EventTarget {
 
   get lastSeq() {
     return this._lastSeq;
+  }
+
+  get lastBroadcastSeq() {
+    return this._lastBroadcastSeq;
   }
 
   get connected() {
@@ -464,6 +472,7 @@ export class PrimClient extends EventTarget {
     const heartbeat = setInterval(() => this._heartbeat(conn), this.heartbeatSeconds * 1000);
     try {
       await this._sync(conn);
+      await this._syncBroadcasts(conn);
       while (true) {
         const push = await conn.nextPush();
         if (push === null) break;
@@ -514,20 +523,31 @@ export class PrimClient extends EventTarget {
   // Messages
 
   async _sync(conn) {
-    let after = this._lastSeq;
+    await this._fetchPages(conn, "sync", this._lastSeq, this.syncLimit, (message) => message.seq);
+  }
+
+  async _syncBroadcasts(conn) {
+    if (this._lastBroadcastSeq === null) return;
+    const limit = Math.min(this.syncLimit, 200);
+    await this._fetchPages(conn, "syncBroadcast", this._lastBroadcastSeq, limit, (message) => message.broadcastSeq || 0);
+  }
+
+  // Deliver the pages of `cmd` from `after` on, moving on from each page's last position.
+  async _fetchPages(conn, cmd, after, limit, position) {
     while (true) {
-      const page = await conn.request(
-        "sync",
-        { afterSeq: after, limit: this.syncLimit },
-        this.requestTimeoutSeconds * 1000,
-      );
+      const page = await conn.request(cmd, { afterSeq: after, limit }, this.requestTimeoutSeconds * 1000);
       for (const message of page.messages) this._deliver(message);
       if (!page.hasMore || page.messages.length === 0) return;
-      after = page.messages[page.messages.length - 1].seq;
+      after = position(page.messages[page.messages.length - 1]);
     }
   }
 
   async _onPushedMessage(conn, message) {
+    const broadcastSeq = message.broadcastSeq || 0;
+    if (this._lastBroadcastSeq !== null && broadcastSeq > this._lastBroadcastSeq + 1) {
+      // Broadcasts before this one were missed, so fetch them first.
+      await this._syncBroadcasts(conn);
+    }
     if (message.seq > this._lastSeq + 1 && !this._seqsAhead.has(message.seq)) {
       // A gap: messages before this one were missed, so fetch them first.
       await this._sync(conn);
@@ -536,6 +556,10 @@ export class PrimClient extends EventTarget {
   }
 
   _deliver(message) {
+    const broadcastSeq = message.broadcastSeq || 0;
+    if (this._lastBroadcastSeq !== null && broadcastSeq > this._lastBroadcastSeq) {
+      this._lastBroadcastSeq = broadcastSeq;
+    }
     if (this._seenIds.has(message.msgId)) return;
     if (message.seq && (message.seq <= this._lastSeq || this._seqsAhead.has(message.seq))) return;
     this._markSeen(message.msgId);
