@@ -633,6 +633,14 @@ async def test_killed_edge_users_expire_and_sync(suite, tenants, users, presence
             return NODE_IDS[C] not in await node_ids(presence)
 
         await wait_until(node_gone, PRESENCE_TTL + LOAD_MARGIN, "edge3 gone from ListNodes")
+        # A broadcast refreshes the router's node list, which drops edge3's channel.
+        await acme.send_msg("boss", "after edge3 left", all=True)
+        closed = [
+            line
+            for line in (suite.log_dir / "router.log").read_text().splitlines()
+            if "closed the channel to a departed edge node" in line
+        ]
+        assert any(f'"node_id":"{NODE_IDS[C]}"' in line for line in closed)
 
         for user_id, old in (("u5", u5), ("u6", u6)):
             assert old.closed or await old.wait_closed(LOAD_MARGIN) is not None

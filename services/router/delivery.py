@@ -54,7 +54,24 @@ class EdgeNodes:
             reply = await self.presence.call("ListNodes", presence_pb2.ListNodesRequest())
             self._addresses = {node.node_id: node.grpc_addr for node in reply.nodes}
             self._fetched_at = time.monotonic()
+            await self._forget_gone()
         return self._addresses
+
+    async def _forget_gone(self) -> None:
+        """Close the channels and idle lanes of nodes no longer listed.
+
+        Node ids change when pods are replaced, so without this the router
+        would keep a channel to every edge node it ever reached. A node that
+        comes back gets a new channel on its next push.
+        """
+        for node_id in [n for n in self._peers if n not in self._addresses]:
+            lane = self._lanes.get(node_id)
+            if lane is not None and not lane.idle():
+                continue
+            if lane is not None:
+                await self._lanes.pop(node_id).close()
+            await self._peers.pop(node_id).close()
+            log.info("closed the channel to a departed edge node", extra={"node_id": node_id})
 
     async def peer(self, node_id: str) -> Peer | None:
         addresses = await self.addresses()
@@ -164,6 +181,10 @@ class NodeLane:
         )
         self._room = asyncio.Event()  # set when a request leaves _waiting
         self._timer: asyncio.TimerHandle | None = None  # deadline of the oldest waiting request
+
+    def idle(self) -> bool:
+        """Return whether nothing is queued or waiting for a reply."""
+        return self._sender is None and not self._queue and not self._waiting
 
     def add(self, pushes: list[edge_pb2.Push]) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
