@@ -17,6 +17,7 @@ from prim import devcluster
 from prim.client import ApiError, TenantClient, UserClient, UserConnection
 from prim.edge.hub import Connection
 from prim.pb import common_pb2, router_pb2, router_pb2_grpc
+from prim.router.servicer import RecentIds
 from prim.router.store import MessageStore, Outgoing
 from prim.rpc import Peer
 
@@ -635,6 +636,31 @@ async def test_online_only_resend_pushed_once(cluster, acme):
         assert (await next_msg(u1))["msgId"] == other["msgId"]
     finally:
         await asyncio.gather(u1.close(), u2.close())
+
+
+async def test_recent_online_ids_expire_and_stay_bounded():
+    recent = RecentIds(ttl_seconds=0.05, max_entries=3)
+
+    def message(client_msg_id: str) -> Outgoing:
+        return Outgoing(
+            tenant="t",
+            sender={"userId": "u"},
+            to="v",
+            message="m",
+            msg_type="info",
+            msg_cont_type="text",
+            client_msg_id=client_msg_id,
+        )
+
+    first = message("a")
+    assert recent.first(first) is None
+    assert recent.first(message("a")) == (first.msg_id, first.time)
+    for client_msg_id in "bcd":
+        assert recent.first(message(client_msg_id)) is None
+    assert recent.first(message("a")) is None  # pushed out by the bound, so new again
+    await asyncio.sleep(0.06)
+    assert recent.first(message("b")) is None  # expired
+    assert len(recent._entries) == 1
 
 
 # Slow consumers

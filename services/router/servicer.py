@@ -82,8 +82,8 @@ class RecentIds:
 
     Online-only messages are not stored, so this replica's memory is the
     only record of a clientMsgId: a resend within the window gets the first
-    message's msgId and time and pushes nothing. At most ``max_entries`` are
-    kept; past that the oldest are forgotten first.
+    message's msgId and time and pushes nothing. Expired ids are dropped as
+    new ones come, and past ``max_entries`` the oldest go first.
     """
 
     def __init__(self, ttl_seconds: float = 600.0, max_entries: int = 100_000):
@@ -103,7 +103,10 @@ class RecentIds:
             return entry[1], entry[2]
         self._entries[key] = (now + self.ttl_seconds, item.msg_id, item.time)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
+        # Every entry lives ttl_seconds, so the oldest expire first.
+        while self._entries and (
+            len(self._entries) > self.max_entries or next(iter(self._entries.values()))[0] <= now
+        ):
             self._entries.popitem(last=False)
         return None
 
