@@ -178,6 +178,7 @@ class Cluster:
             "PRIM_MONGO_URL": self.mongo_url,
             "PRIM_MONGO_DB": "prim",
             "PRIM_REDIS_URL": self.redis_url,
+            "PRIM_PRESENCE_REDIS_URL": self.redis_url,
             "PRIM_AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
             "PRIM_PRESENCE_ADDR": f"127.0.0.1:{self.presence_port}",
             "PRIM_ROUTER_ADDR": f"127.0.0.1:{self.router_port}",

@@ -112,7 +112,11 @@ async def test_concurrent_senders_gap_free(cluster, acme):
 
 @pytest.fixture
 def two_routers(tmp_path_factory):
-    """A cluster whose edge1 sends through router 1 and edge2 through router 2."""
+    """A cluster whose edge1 sends through router 1 and edge2 through router 2.
+
+    Router 1 reads recipients' connections from presence's Redis, router 2
+    through presence's Locate call.
+    """
     logs = tmp_path_factory.mktemp("two-routers-logs")
     suite = devcluster.Cluster(admin_token=secrets.token_urlsafe(16), log_dir=logs)
     try:
@@ -121,7 +125,13 @@ def two_routers(tmp_path_factory):
         suite.start_service("presence", suite.presence_port)
         suite.start_service("router", suite.router_port)
         second_port = devcluster.free_port()
-        env = {**suite.env(), "PRIM_LISTEN": f"127.0.0.1:{second_port}"}
+        # Router 2 gets a Redis address where nothing listens, so it finds
+        # recipients through presence's Locate, as when Redis is unreachable.
+        env = {
+            **suite.env(),
+            "PRIM_LISTEN": f"127.0.0.1:{second_port}",
+            "PRIM_PRESENCE_REDIS_URL": f"redis://127.0.0.1:{devcluster.free_port()}/0",
+        }
         suite.processes["router2"] = devcluster.spawn(
             "router2", [devcluster._bin("prim-router")], second_port, env, logs
         )
@@ -162,6 +172,8 @@ async def test_two_routers_gap_free(two_routers):
         )
         page = await watcher.sync(0, limit=500)
         assert [m["seq"] for m in page["messages"]] == list(range(1, 501))
+        router2_log = (two_routers.log_dir / "router2.log").read_text()
+        assert "reading presence's Redis failed; asking presence" in router2_log
     finally:
         await watcher.close()
         await tenant.close()

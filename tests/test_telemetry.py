@@ -120,7 +120,7 @@ async def test_message_is_one_trace(traced, tenant):
             and attributes.get("prim.user_id") == "u1"
         )
 
-    services = {"prim-edge", "prim-router", "prim-presence"}
+    services = {"prim-edge", "prim-router"}
     root, spans = await wait_for_trace(traced, is_msg_frame, services)
     assert service_of(root) == "prim-edge"
     assert instance_of(root) == "edge1"
@@ -138,14 +138,14 @@ async def test_message_is_one_trace(traced, tenant):
     }
     assert ("prim-edge", "edge1", "/prim.v1.Router/SendBatch", "SpanKind.CLIENT") in seen
     assert ("prim-router", "", "/prim.v1.Router/SendBatch", "SpanKind.SERVER") in seen
-    assert ("prim-router", "", "/prim.v1.Presence/Locate", "SpanKind.CLIENT") in seen
-    assert ("prim-presence", "", "/prim.v1.Presence/Locate", "SpanKind.SERVER") in seen
+    # The router reads the recipients' connections from presence's Redis itself.
+    assert ("prim-router", "", "EVALSHA", "SpanKind.CLIENT") in seen
     # The push to u2 leaves through edge2, inside the same trace.
     assert ("prim-edge", "edge2", "/prim.v1.Edge/DeliverStream", "SpanKind.SERVER") in seen
     # MongoDB and Redis commands made for this message are in it too.
     systems = {(service_of(s), s["attributes"].get("db.system")) for s in spans}
     assert ("prim-router", "mongodb") in systems
-    assert ("prim-presence", "redis") in systems
+    assert ("prim-router", "redis") in systems
 
 
 async def test_spans_hold_no_token_or_body(traced, tenant):
@@ -161,7 +161,7 @@ async def test_spans_hold_no_token_or_body(traced, tenant):
     await wait_for_trace(
         traced,
         lambda s: s["name"] == "msg" and s["attributes"].get("prim.tenant") == tenant.account,
-        {"prim-edge", "prim-router", "prim-presence"},
+        {"prim-edge", "prim-router"},
     )
     text = "\n".join(json.dumps(span) for span in read_spans(traced))
     for secret in (

@@ -3,8 +3,10 @@
 The store hands each committed batch to :meth:`Dispatcher.submit` before it
 replies to the senders, so batches arrive here in commit order, which is seq
 order on every timeline. One task takes them in that order, looks up the
-connections of all the batch's users with one presence call per tenant, and
-queues the pushes on each node's lane. Lanes send in queue order and the edge
+connections of all the batch's users with one read per tenant, and queues
+the pushes on each node's lane. The read goes straight to presence's Redis
+when PRIM_PRESENCE_REDIS_URL is set, which saves a gRPC round trip, and to
+presence's Locate call otherwise or while Redis cannot be read. Lanes send in queue order and the edge
 queues a request's pushes in request order, so every connection gets this
 router's pushes in ascending seq.
 
@@ -19,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from prim import telemetry
 from prim.errors import PrimError
@@ -35,14 +39,25 @@ log = logging.getLogger("prim.router.dispatch")
 # Maximum number of messages in one round of presence lookups; the rest wait
 # for the next round.
 MAX_ITEMS_PER_ROUND = 1024
+# After a failed read of presence's Redis, rounds ask presence for this long.
+LOCATOR_RETRY_SECONDS = 5.0
+
+
+class Locator(Protocol):
+    """Reads the live connections of users from presence's store."""
+
+    async def locate(self, tenant: str, user_ids: Sequence[str]) -> list[common_pb2.Location]: ...
 
 
 class Dispatcher:
     """One router's deliveries of stored and online-only messages, in submit order."""
 
-    def __init__(self, presence: Peer, nodes: EdgeNodes):
+    def __init__(self, presence: Peer, nodes: EdgeNodes, locator: Locator | None = None):
         self.presence = presence
         self.nodes = nodes
+        # Reads presence's store directly when set; see PRIM_PRESENCE_REDIS_URL.
+        self.locator = locator
+        self._locator_retry_at = 0.0
         self._batches: collections.deque[list[Outgoing]] = collections.deque()
         self._worker: asyncio.Task | None = None
         self._counting: set[asyncio.Task] = set()
@@ -154,6 +169,16 @@ class Dispatcher:
         return found
 
     async def _locate_tenant(self, tenant: str, user_ids: list[str]):
+        if self.locator is not None and time.monotonic() >= self._locator_retry_at:
+            try:
+                return tenant, await self.locator.locate(tenant, user_ids)
+            except PrimError as exc:
+                # Ask presence for a while instead of failing on every round.
+                self._locator_retry_at = time.monotonic() + LOCATOR_RETRY_SECONDS
+                log.warning(
+                    "reading presence's Redis failed; asking presence",
+                    extra={"tenant": tenant, "error": exc.msg, "retry_in_seconds": LOCATOR_RETRY_SECONDS},
+                )
         try:
             reply = await self.presence.call(
                 "Locate", presence_pb2.LocateRequest(tenant=tenant, user_ids=user_ids)

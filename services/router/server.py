@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from prim import service
 from prim.config import Settings
+from prim.presence.server import MEMORY_URL, redacted_url
+from prim.presence.store_redis import RedisStore
 from prim.pb import presence_pb2_grpc, router_pb2_grpc
 from prim.rpc import Peer
 
@@ -18,6 +21,8 @@ from .store import MessageStore
 
 SERVICE_NAMES = ["prim.v1.Router"]
 
+log = logging.getLogger("prim.router")
+
 
 @dataclasses.dataclass
 class App:
@@ -26,6 +31,7 @@ class App:
     store: MessageStore
     presence: Peer
     nodes: EdgeNodes
+    locator: RedisStore | None = None
 
     async def check(self) -> bool:
         # Only MongoDB: without presence, messages are still stored and recovered
@@ -36,6 +42,8 @@ class App:
         await self.nodes.close()
         await self.presence.close()
         await self.store.close()
+        if self.locator is not None:
+            await self.locator.close()
 
 
 async def build(settings: Settings) -> App:
@@ -54,7 +62,8 @@ async def build(settings: Settings) -> App:
     nodes = EdgeNodes(
         presence, settings.service_token, settings.edge_deadline_seconds, settings.node_cache_seconds
     )
-    dispatcher = Dispatcher(presence, nodes)
+    locator = _presence_reader(settings)
+    dispatcher = Dispatcher(presence, nodes, locator)
     store.on_commit = dispatcher.submit
     servicer = RouterServicer(store, presence, nodes, dispatcher)
     return App(
@@ -63,6 +72,25 @@ async def build(settings: Settings) -> App:
         store=store,
         presence=presence,
         nodes=nodes,
+        locator=locator,
+    )
+
+
+def _presence_reader(settings: Settings) -> RedisStore | None:
+    """Presence's Redis store, for reading locations without a call to presence; None when unset."""
+    if not settings.presence_redis_url or settings.presence_redis_url == MEMORY_URL:
+        # memory:// is presence's own in-process store, which only presence reads.
+        log.info("locating recipients through presence")
+        return None
+    log.info(
+        "locating recipients in presence's Redis",
+        extra={"redis_url": redacted_url(settings.presence_redis_url)},
+    )
+    return RedisStore(
+        settings.presence_redis_url,
+        max_connections=64,
+        timeout_seconds=settings.grpc_deadline_seconds,
+        pool_wait_seconds=settings.grpc_deadline_seconds,
     )
 
 

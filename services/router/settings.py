@@ -16,6 +16,15 @@ SETTINGS = [
     ),
     Setting("presence_addr", str, "127.0.0.1:50052", "Address of the presence service (host:port)."),
     Setting(
+        "presence_redis_url",
+        str,
+        "",
+        "Presence's Redis (its PRIM_REDIS_URL), which the router reads directly to find "
+        "recipients' connections: one Redis round trip instead of a Locate call. "
+        "Empty or memory:// asks presence.",
+        secret=True,
+    ),
+    Setting(
         "edge_deadline_seconds",
         float,
         2.0,

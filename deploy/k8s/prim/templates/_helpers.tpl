@@ -99,9 +99,10 @@ numbers are printed as integers.
 {{- printf "%s:%d" .root.Values.listenHost (int64 .port) -}}
 {{- end -}}
 
-{{/* env entry that reads one key of the Secret; call with (dict "root" $ "key" "PRIM_X" "optional" false). */}}
+{{/* env entry that reads one key of the Secret; call with (dict "root" $ "key" "PRIM_X" "optional" false),
+and "name" "PRIM_Y" for a variable named other than the key. */}}
 {{- define "prim.secretEnv" -}}
-- name: {{ .key }}
+- name: {{ .name | default .key }}
   valueFrom:
     secretKeyRef:
       name: {{ include "prim.secretName" .root }}
