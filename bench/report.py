@@ -389,8 +389,9 @@ What prim does for these numbers: it batches its internal gRPC calls under
 load (SendBatch, VerifyTokens with one MongoDB query per batch, ConnectBatch
 with one Redis pipeline per batch); it pipelines a connection's msg
 requests, which go to the router as one group once the earlier ones have
-replies; the router delivers to each edge over one ordered stream with
-several requests in flight; the edge writes WebSocket frames straight to
+replies; the router reads recipients' connections from presence's Redis
+itself instead of calling presence, and delivers to each edge over one
+ordered stream with several requests in flight; the edge writes WebSocket frames straight to
 the socket; an idle connection skips Starlette's middleware and uses small
 stand-ins for uvicorn's per-connection queue and event; and every service
 runs on uvloop. The targets it still misses are open work.

@@ -62,6 +62,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class DropConnectionNotes(logging.Filter):
+    """Drop the INFO lines that uvicorn and websockets write for every WebSocket.
+
+    The edge logs each login and disconnect itself, with its connection,
+    tenant and user ids. uvicorn's ``[accepted]`` and websockets'
+    ``connection open`` and ``connection closed`` lines repeat them without
+    ids, so they only doubled the log volume of a connect storm.
+    """
+
+    NOTES = ("connection open", "connection closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message in self.NOTES:
+            return False
+        return not (message.startswith('%s - "WebSocket %s"') and "accepted" in message)
+
+
 def setup(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -71,4 +91,6 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # uvicorn's own access lines would print query strings, which carry tokens.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").setLevel(max(root.level, logging.INFO))
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.setLevel(max(root.level, logging.INFO))
+    uvicorn_error.addFilter(DropConnectionNotes())
