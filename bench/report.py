@@ -385,16 +385,21 @@ and rewrite this page, `docs/benchmarks/results.json` and
 
 prim's targets compare it with the best of the two framework peers
 (python-socketio and Django Channels); the relay is a ceiling, not a target.
-What prim does for these numbers: it batches its internal gRPC calls under
-load (SendBatch, VerifyTokens with one MongoDB query per batch, ConnectBatch
-with one Redis pipeline per batch); it pipelines a connection's msg
-requests, which go to the router as one group once the earlier ones have
-replies; the router reads recipients' connections from presence's Redis
-itself instead of calling presence, and delivers to each edge over one
-ordered stream with several requests in flight; the edge writes WebSocket frames straight to
-the socket; an idle connection skips Starlette's middleware and uses small
-stand-ins for uvicorn's per-connection queue and event; and every service
-runs on uvloop. The targets it still misses are open work.
+What prim does for these numbers:
+
+- It batches its internal gRPC calls under load: SendBatch, VerifyTokens
+  with one MongoDB query per batch, ConnectBatch with one Redis pipeline.
+- It pipelines a connection's msg requests. Those read while earlier ones
+  wait for replies go to the router as one group.
+- The router reads recipients' connections from presence's Redis itself,
+  and delivers to each edge over one ordered stream with several requests
+  in flight.
+- The edge writes WebSocket frames straight to the socket.
+- An idle connection skips Starlette's middleware and uses small stand-ins
+  for uvicorn's per-connection queue and event.
+- Every service runs on uvloop.
+
+The targets it still misses are open work.
 
 {table(["target", "prim", "reference", "ratio", "verdict"], targets(results))}
 

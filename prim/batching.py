@@ -71,14 +71,14 @@ class Coalescer(Generic[T, R]):
             while self._pending:
                 items: list[T] = []
                 futures: list[asyncio.Future] = []
-                taken = 0
+                group_count = 0
                 for group_items, group_futures in self._pending:
                     if items and len(items) + len(group_items) > self._max_batch:
                         break
                     items += group_items
                     futures += group_futures
-                    taken += 1
-                del self._pending[:taken]
+                    group_count += 1
+                del self._pending[:group_count]
                 await self._send(items, futures)
         finally:
             self._in_flight -= 1

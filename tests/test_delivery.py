@@ -369,9 +369,9 @@ async def test_missed_broadcasts_recovered_over_websocket(cluster, acme):
         assert [m["broadcastSeq"] for m in page["messages"]] == [m["broadcastSeq"] for m in missed]
         assert [m["seq"] for m in page["messages"]] == [0, 0, 0]
         assert page["hasMore"] is False
-        one = await u5.sync_broadcast(first["broadcastSeq"], limit=1)
-        assert [m["message"] for m in one["messages"]] == ["b1"]
-        assert one["hasMore"] is True
+        first_page = await u5.sync_broadcast(first["broadcastSeq"], limit=1)
+        assert [m["message"] for m in first_page["messages"]] == ["b1"]
+        assert first_page["hasMore"] is True
         with pytest.raises(ApiError) as bad:
             await u5.sync_broadcast(-1)
         assert bad.value.code == 1001
@@ -677,11 +677,10 @@ async def test_recent_online_ids_expire_and_stay_bounded():
 
 # Slow consumers
 #
-# Acceptance 5 at full size: 10,000 broadcasts to 1,000 receivers, once
-# without and once with a stuck client; each run takes about 100 s on the
-# 2-core test machine. Payloads are 200 bytes. The send queue is limited to
-# 50 frames (PRIM_SEND_QUEUE_FRAMES), so the stuck client overflows early in
-# its run. The receivers are light raw clients (wsload). The broadcasts go
+# 10,000 broadcasts of 200 bytes go to 1,000 receivers, once without and
+# once with a stuck client. Each run takes about 100 s on a 2-core machine.
+# The send queue is limited to 50 frames (PRIM_SEND_QUEUE_FRAMES), so the
+# stuck client overflows early in its run. The receivers are light raw clients (wsload). The broadcasts go
 # straight to the router's Broadcast call, which sendMsg with all: true
 # calls, so that the test process, the REST layer and auth do not starve the
 # delivery path being measured.

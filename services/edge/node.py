@@ -109,8 +109,10 @@ class EdgeNode:
         return await self._sends.submit(request)
 
     def send_messages(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
-        """Send messages of one connection in one batch call, so the router takes them in
-        this order; return a future of each one's reply (a PrimError on failure)."""
+        """Send messages of one connection in one batch call and return a future of each reply.
+
+        One call keeps their order at the router. A failed message's future has a PrimError.
+        """
         return self._sends.submit_group(requests)
 
     async def _send_batch(

@@ -28,6 +28,8 @@ PRE_LOGIN_COMMANDS = ("login", "ping")
 # msg requests of one connection that may wait behind the ones with the
 # router; past this the connection is not read until those get replies.
 MSG_PIPELINE_MAX = 64
+# Commands whose handler returns before its reply is sent (see cmd_msg).
+PIPELINED_COMMANDS = ("msg",)
 SYNC_LIMIT_MAX = 500
 BROADCAST_SYNC_LIMIT_MAX = 200
 CLIENT_INFO_FIELDS = {"deviceInfo": "device_info", "qua": "qua", "address": "address"}
@@ -165,12 +167,10 @@ class Session:
             handler = HANDLERS.get(cmd)
             if handler is None:
                 raise FrameError(Code.UNKNOWN_COMMAND, f"unknown cmd {cmd!r}")
-            if cmd == "msg":
-                await self._queue_msg(frame_seq, data)
-                return
-            # Every other request waits for the msg requests before it, so
-            # replies keep the order of the requests.
-            await self._msgs_answered()
+            if cmd not in PIPELINED_COMMANDS:
+                # A request waits for the msg requests before it, so replies
+                # keep the order of the requests.
+                await self._msgs_answered()
             await handler(self, frame_seq, cmd, data)
         except FrameError as exc:
             await self._msgs_answered()
@@ -261,16 +261,12 @@ class Session:
         self.conn.user.heartbeat_time = now
         self.reply(frame_seq, cmd, {"heartbeatTime": now})
 
-    async def cmd_msg(self, frame_seq: str, cmd: str, data: dict) -> None:
-        await self._queue_msg(frame_seq, data)
-        await self._msgs_answered()
-
     # msg requests are pipelined: the receive loop goes on reading while
     # they are with the router. The ones read meanwhile go to the router
     # together, in one batch call, once the earlier ones have replies, so
     # the router stores a connection's messages in the order it sent them.
 
-    async def _queue_msg(self, frame_seq: str, data: dict) -> None:
+    async def cmd_msg(self, frame_seq: str, cmd: str, data: dict) -> None:
         try:
             request: router_pb2.SendRequest | PrimError = self._send_request(data)
         except PrimError as exc:
@@ -287,6 +283,8 @@ class Session:
             await asyncio.shield(self._msg_sender)
 
     async def _send_msgs(self) -> None:
+        # NOTE: msg requests read before a kick are still sent after it,
+        # because they arrived while the token was valid.
         try:
             while self._msgs:
                 group, self._msgs = self._msgs, []

@@ -193,8 +193,8 @@ class LimitedServerProtocol(ServerProtocol, _MessageLimit):
 class _Inbox:
     """The part of ``asyncio.Queue`` that uvicorn's protocol uses, for one reader.
 
-    An ``asyncio.Queue`` takes about 3 KiB, most of it deques that hold
-    nothing here, and every idle connection keeps one.
+    An ``asyncio.Queue`` takes about 3 KiB (measured with tracemalloc on
+    Python 3.11), mostly empty deques, and every idle connection keeps one.
     """
 
     __slots__ = ("_items", "_waiter")

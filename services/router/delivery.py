@@ -215,8 +215,8 @@ class NodeLane:
                 try:
                     await call.write(request)
                 except (Exception, asyncio.CancelledError) as exc:
-                    # grpc raises CancelledError from a write on a call that
-                    # _fail cancelled; only a cancellation of this task ends it.
+                    # A write on a call that _fail cancelled can raise
+                    # CancelledError. Only a cancellation of this task ends it.
                     if _cancelling():
                         raise
                     self._fail(call, exc)  # the stream broke; _fail settles what waits

@@ -199,10 +199,10 @@ def _pushes(item: Outgoing, locations) -> list[tuple[common_pb2.Location, bytes]
     only when some connection gets it.
     """
     pushes = []
-    wanted = [(item.to, item.recipient_seq)]
+    timelines = [(item.to, item.recipient_seq)]
     if item.to != item.sender_id:
-        wanted.append((item.sender_id, item.sender_seq))
-    for user_id, seq in wanted:
+        timelines.append((item.sender_id, item.sender_seq))
+    for user_id, seq in timelines:
         frame = None
         for location in locations.get((item.tenant, user_id), ()):
             if location.conn_id != item.origin_conn_id:

@@ -95,7 +95,9 @@ class RecentIds:
 
     def first(self, item: Outgoing) -> tuple[str, int] | None:
         """Return the msgId and time of the first message with ``item``'s clientMsgId,
-        or record ``item`` as the first and return None."""
+        or record ``item`` as the first and return None (always None without a clientMsgId)."""
+        if not item.client_msg_id:
+            return None
         key = (item.tenant, item.sender_id, item.client_msg_id)
         now = time.monotonic()
         entry = self._entries.get(key)
@@ -197,7 +199,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             # Online-only messages need no await: one dispatcher call takes them all.
             fresh = []
             for index, item in run:
-                first = self.recent_ids.first(item) if item.client_msg_id else None
+                first = self.recent_ids.first(item)
                 if first is not None:
                     reply = router_pb2.SendReply(msg_id=first[0], time=first[1], duplicate=True)
                 else:
@@ -233,7 +235,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 )
             metrics.MESSAGES_STORED.labels("direct").inc()
         else:
-            first = self.recent_ids.first(item) if item.client_msg_id else None
+            first = self.recent_ids.first(item)
             if first is not None:
                 return router_pb2.SendReply(msg_id=first[0], time=first[1], duplicate=True)
             self.dispatcher.submit([item])

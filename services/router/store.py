@@ -202,11 +202,10 @@ class MessageStore:
 
     async def store(self, item: Outgoing) -> Outgoing:
         """Store ``item`` and fill in its seqs; return the original on a repeated clientMsgId."""
-        if item.client_msg_id:
-            original = await self._find_duplicate(item)
-            if original:
-                return original
-        return await self._enqueue(item)
+        (result,) = await self.store_many([item])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def _enqueue(self, item: Pending):
         """Hand ``item`` to the writer task and wait until its batch commits."""
