@@ -10,6 +10,7 @@ runs the cleanup.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,6 +20,8 @@ from prim import metrics, rpc, telemetry
 from prim.config import Settings
 
 CHECK_INTERVAL = 2.0
+# Allocations between the collector's youngest passes; see settle_heap.
+GC_GEN0_THRESHOLD = 5000
 
 log = logging.getLogger("prim.service")
 
@@ -27,6 +30,24 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+def settle_heap() -> None:
+    """Move everything allocated while starting out of the collector's way.
+
+    A full collection walks every tracked object, and a started service
+    holds hundreds of thousands of them (modules, protobuf descriptors,
+    gRPC and telemetry state) that live as long as the process. Walking
+    them took 12-25 ms in the router and edges: a stall that every message
+    in flight waits out. Frozen objects are never walked, so full passes
+    cover only what the service allocated since. Fewer, larger young
+    passes cost less than many small ones at the same allocation rate.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    log.info("heap settled", extra={"frozen_objects": gc.get_freeze_count()})
 
 
 async def serve(
@@ -46,6 +67,7 @@ async def serve(
         raise SystemExit(f"{name}: cannot listen on {listen}")
     await server.start()
     metrics.start_server(settings, listen)
+    settle_heap()
     log.info("started", extra={"service": name, "listen": listen, "settings": settings.redacted()})
 
     stop = asyncio.Event()

@@ -15,7 +15,7 @@ import logging
 import uvicorn
 import uvloop
 
-from prim import config, logs, metrics, rpc, telemetry
+from prim import config, logs, metrics, rpc, service, telemetry
 
 from .app import create_app, websocket_shortcut
 from .node import EdgeNode
@@ -78,6 +78,7 @@ async def run(settings) -> None:
     )
     drain_requested = asyncio.Event()
     server = EdgeServer(uv_config, drain_requested)
+    service.settle_heap()
     log.info(
         "started",
         extra={
