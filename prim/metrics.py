@@ -61,6 +61,12 @@ DELIVERY_SECONDS = Histogram(
     ["kind"],
     buckets=_LATENCY_BUCKETS,
 )
+LOCATION_LOOKUPS = Counter(
+    "prim_location_lookups",
+    "Users whose connections the router looked up, by where the answer came from: "
+    "cache (its copy, kept fresh by presence's change feed) or redis.",
+    ["source"],
+)
 ERRORS = Counter(
     "prim_errors",
     "Errors returned to callers, by contract code and transport (http, websocket or grpc).",
@@ -96,6 +102,18 @@ _frames_sent_other = FRAMES_SENT.labels("other")
 def count_frames_sent(cmd: str, count: int = 1) -> None:
     """Count frames of ``cmd`` handed to a connection; a cmd outside the contract counts as ``other``."""
     _frames_sent.get(cmd, _frames_sent_other).inc(count)
+
+
+_lookups_cached = LOCATION_LOOKUPS.labels("cache")
+_lookups_read = LOCATION_LOOKUPS.labels("redis")
+
+
+def count_location_lookups(hits: int, misses: int) -> None:
+    """Count users located from the router's cache (hits) and from Redis (misses)."""
+    if hits:
+        _lookups_cached.inc(hits)
+    if misses:
+        _lookups_read.inc(misses)
 
 
 def count_error(code: int, transport: str) -> None:

@@ -17,6 +17,13 @@ Keys shared by all tenants, whose members carry the tenant:
 * ``prim:node:{N}``: hash with the node's ``record`` (a serialized ``Node``) and ``ttl_ms``.
 * ``prim:nodes``: sorted set node_id -> expiry in ms.
 
+Every script that adds, moves or removes a user's connection publishes
+``T\0user_id`` on the channel ``prim:presence:changes`` (see
+:data:`CHANGES_CHANNEL`), so that routers can cache what LOCATE returns and
+drop an entry when it changes. A refresh that only extends a live entry
+publishes nothing; an entry that expires unseen is bounded by the ms left that
+LOCATE returns with it.
+
 Ids never contain a NUL byte (they are checked against ``[A-Za-z0-9._@-]``), so
 NUL separates fields. Times come from Redis ``TIME``, the clock that expires keys.
 
@@ -26,6 +33,8 @@ server but would fail across slots on Redis Cluster.
 """
 
 from __future__ import annotations
+
+CHANGES_CHANNEL = "prim:presence:changes"
 
 _HELPERS = r"""
 local function now_ms()
@@ -57,6 +66,11 @@ local function bytes_less(a, b)
 end
 
 local function prefix(tenant) return 'prim:{' .. tenant .. '}:' end
+
+-- Tell the routers that cache locations that this user's connections changed.
+local function changed(tenant, user)
+  redis.call('PUBLISH', '@CHANNEL@', tenant .. '\0' .. user)
+end
 local function node_conns(node) return 'prim:node:{' .. node .. '}:conns' end
 local function node_key(node) return 'prim:node:{' .. node .. '}' end
 
@@ -79,6 +93,7 @@ local function remove_conn(tenant, conn, tombstone)
   local meta = redis.call('HGET', p .. 'meta', conn)
   if not meta then return nil end
   local f = split(meta)
+  changed(tenant, f[1])
   redis.call('HDEL', p .. 'meta', conn)
   redis.call('ZREM', p .. 'order', f[1] .. '\0' .. f[2] .. '\0' .. conn)
   redis.call('SREM', node_conns(f[3]), member)
@@ -96,6 +111,13 @@ local function upsert(tenant, conn, user, platform, node, login, ttl, record, no
       redis.call('ZREM', p .. 'order', f[1] .. '\0' .. f[2] .. '\0' .. conn)
     end
     if f[3] ~= node then redis.call('SREM', node_conns(f[3]), member) end
+    if f[1] ~= user then changed(tenant, f[1]) end
+    -- LOCATE skips an expired entry, so bringing one back is a change too.
+    if f[1] ~= user or f[2] ~= platform or f[3] ~= node or expiry_of(p, conn) <= now then
+      changed(tenant, user)
+    end
+  else
+    changed(tenant, user)
   end
   local expires = now + ttl
   local meta = table.concat({user, platform, node, login, tostring(ttl)}, '\0')
@@ -114,7 +136,7 @@ local function sweep_tenant(tenant, now)
     remove_conn(tenant, conn, false)
   end
 end
-"""
+""".replace("@CHANNEL@", CHANGES_CHANNEL)
 
 # KEYS[1]: prim:{T}:order. ARGV: tenant, user_id, platform, node_id, conn_id, login_time,
 # ttl_ms, record, policy, max_devices. Returns platform, node_id, conn_id per replaced one.
@@ -198,7 +220,7 @@ return written
 """
 
 # KEYS[1]: prim:{T}:order. ARGV: tenant, user ids. Returns user_id, platform, node_id, conn_id
-# per live connection.
+# and the ms left before it expires, per live connection.
 LOCATE = _HELPERS + r"""
 local tenant = ARGV[1]
 local p = prefix(tenant)
@@ -208,11 +230,13 @@ for i = 2, #ARGV do
   for _, member in ipairs(user_members(p, ARGV[i])) do
     local f = split(member)
     local meta = redis.call('HGET', p .. 'meta', f[3])
-    if meta and expiry_of(p, f[3]) > now then
+    local left = expiry_of(p, f[3]) - now
+    if meta and left > 0 then
       reply[#reply + 1] = f[1]
       reply[#reply + 1] = f[2]
       reply[#reply + 1] = split(meta)[3]
       reply[#reply + 1] = f[3]
+      reply[#reply + 1] = left
     end
   end
 end

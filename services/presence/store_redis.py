@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
@@ -22,6 +24,10 @@ REFRESH_CHUNK = 500
 DRAIN_BATCH = 500
 # Sweep steps in one sweep() call, so one call cannot hold a connection for long.
 MAX_SWEEP_STEPS = 100
+
+# While the changes subscription is quiet, it pings Redis this often, and gives
+# up after three intervals without any reply.
+CHANGES_PING_SECONDS = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -170,21 +176,67 @@ class RedisStore(PresenceStore):
             args.append(user.SerializeToString())
         return args
 
-    @_unavailable_on_connection_error
     async def locate(self, tenant: str, user_ids: Sequence[str]) -> list[Location]:
+        return [location for location, _ in await self.locate_expiring(tenant, user_ids)]
+
+    @_unavailable_on_connection_error
+    async def locate_expiring(
+        self, tenant: str, user_ids: Sequence[str]
+    ) -> list[tuple[Location, float]]:
+        """:meth:`locate`, with the seconds each connection has left unless refreshed."""
         unique_ids = list(dict.fromkeys(user_ids))
         if not unique_ids:
             return []
         reply = await self._locate(keys=[_order_key(tenant)], args=[tenant, *unique_ids])
         return [
-            Location(
-                user_id=reply[i].decode(),
-                app_platform=reply[i + 1].decode(),
-                node_id=reply[i + 2].decode(),
-                conn_id=reply[i + 3].decode(),
+            (
+                Location(
+                    user_id=reply[i].decode(),
+                    app_platform=reply[i + 1].decode(),
+                    node_id=reply[i + 2].decode(),
+                    conn_id=reply[i + 3].decode(),
+                ),
+                int(reply[i + 4]) / 1000,
             )
-            for i in range(0, len(reply), 4)
+            for i in range(0, len(reply), 5)
         ]
+
+    async def follow_changes(
+        self, on_subscribed: Callable[[], None], on_change: Callable[[str, str], None]
+    ) -> None:
+        """Report every change of a user's connections, until cancelled.
+
+        Calls ``on_subscribed`` once the subscription is in place, then
+        ``on_change(tenant, user_id)`` for each change the scripts publish.
+        Raises Unavailable when the subscription breaks or Redis stops
+        answering its pings. Changes published until the caller subscribes
+        again are lost, so it must forget whatever it learnt from them.
+        """
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(scripts.CHANGES_CHANNEL)
+            heard = pinged = time.monotonic()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                now = time.monotonic()
+                if message is not None:
+                    heard = now
+                    if message["type"] == "message":
+                        tenant, _, user_id = message["data"].decode().partition("\0")
+                        on_change(tenant, user_id)
+                    elif message["type"] == "subscribe":
+                        on_subscribed()
+                    continue
+                if now - heard > 3 * CHANGES_PING_SECONDS:
+                    raise Unavailable("redis stopped answering pings on the changes channel")
+                if now - pinged >= CHANGES_PING_SECONDS:
+                    await pubsub.ping()
+                    pinged = now
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+        finally:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await pubsub.aclose()
 
     @_unavailable_on_connection_error
     async def list_connections(

@@ -16,6 +16,7 @@ from prim.rpc import Peer
 
 from .delivery import EdgeNodes
 from .dispatch import Dispatcher
+from .locations import LocationCache
 from .servicer import RouterServicer
 from .store import MessageStore
 
@@ -31,7 +32,7 @@ class App:
     store: MessageStore
     presence: Peer
     nodes: EdgeNodes
-    locator: RedisStore | None = None
+    locator: LocationCache | None = None
 
     async def check(self) -> bool:
         # Only MongoDB: without presence, messages are still stored and recovered
@@ -76,8 +77,11 @@ async def build(settings: Settings) -> App:
     )
 
 
-def _presence_reader(settings: Settings) -> RedisStore | None:
-    """Presence's Redis store, for reading locations without a call to presence; None when unset."""
+def _presence_reader(settings: Settings) -> LocationCache | None:
+    """A cache of presence's Redis store, for locating users without a call to presence.
+
+    None when PRIM_PRESENCE_REDIS_URL is unset.
+    """
     if not settings.presence_redis_url or settings.presence_redis_url == MEMORY_URL:
         # memory:// is presence's own in-process store, which only presence reads.
         log.info("locating recipients through presence")
@@ -86,12 +90,16 @@ def _presence_reader(settings: Settings) -> RedisStore | None:
         "locating recipients in presence's Redis",
         extra={"redis_url": redacted_url(settings.presence_redis_url)},
     )
-    return RedisStore(
-        settings.presence_redis_url,
-        max_connections=64,
-        timeout_seconds=settings.grpc_deadline_seconds,
-        pool_wait_seconds=settings.grpc_deadline_seconds,
+    cache = LocationCache(
+        RedisStore(
+            settings.presence_redis_url,
+            max_connections=64,
+            timeout_seconds=settings.grpc_deadline_seconds,
+            pool_wait_seconds=settings.grpc_deadline_seconds,
+        )
     )
+    cache.start()
+    return cache
 
 
 async def run(settings: Settings) -> None:
