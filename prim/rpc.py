@@ -37,6 +37,10 @@ _NON_IDEMPOTENT = {
     "prim.v1.Edge": ["Deliver", "DeliverTenant", "Kick"],
 }
 
+# Header that opens every SendStream call of the router, before any reply.
+# The edge waits for it to know the router has the method (see SendLane).
+SEND_STREAM_HEADER = "prim-send-stream"
+
 _RETRY_POLICY = {
     "maxAttempts": 4,
     "initialBackoff": "0.05s",
@@ -120,17 +124,23 @@ async def _deny_stream(requests, context):
 
 
 def make_server(
-    service_names: Iterable[str], service_token: str
+    service_names: Iterable[str], service_token: str, *, max_connection_age: bool = True
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """Build a server with health and reflection. Register servicers before start.
 
     Tracing comes first among the interceptors, so a call rejected for its
-    service token still gets a span and a latency observation.
+    service token still gets a span and a latency observation. Without
+    ``max_connection_age``, connections live until a side closes them: for
+    a server that clients address directly rather than through a balanced
+    Service, whose stream calls the age limit would cut after its grace.
     """
     interceptors = [*telemetry.server_interceptors(), metrics.GrpcMetricsInterceptor()]
     if service_token:
         interceptors.append(ServiceTokenInterceptor(service_token))
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    options = SERVER_OPTIONS
+    if not max_connection_age:
+        options = [option for option in options if not option[0].startswith("grpc.max_connection_age")]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)

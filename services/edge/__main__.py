@@ -49,7 +49,11 @@ class EdgeServer(uvicorn.Server):
 async def run(settings) -> None:
     node = EdgeNode(settings)
     metrics.CONNECTIONS.set_function(lambda: len(node.hub))
-    grpc_server, health = rpc.make_server(SERVICE_NAMES, settings.service_token)
+    # Routers reach each edge node at its own address, so there is nothing
+    # to rebalance, and an age limit would cut their delivery streams.
+    grpc_server, health = rpc.make_server(
+        SERVICE_NAMES, settings.service_token, max_connection_age=False
+    )
     servicer = EdgeServicer(node)
     edge_pb2_grpc.add_EdgeServicer_to_server(servicer, grpc_server)
     if rpc.add_port(grpc_server, settings.listen) == 0:
