@@ -74,7 +74,8 @@ ERRORS = Counter(
 )
 GRPC_SERVER_HANDLING = Histogram(
     "grpc_server_handling_seconds",
-    "Time this server took to handle a unary gRPC call, by service, method and status code.",
+    "Time this server took to handle a unary gRPC call, or one batch of a SendStream call, "
+    "by service, method and status code.",
     ["grpc_service", "grpc_method", "grpc_code"],
     buckets=_LATENCY_BUCKETS,
 )
@@ -172,6 +173,17 @@ def _timed(behavior: Callable[..., Awaitable[Any]], service: str, method: str):
             GRPC_SERVER_HANDLING.labels(service, method, code.name).observe(elapsed)
 
     return timed
+
+
+_send_stream_batches = {
+    ok: GRPC_SERVER_HANDLING.labels("prim.v1.Router", "SendStream", "OK" if ok else "UNKNOWN")
+    for ok in (True, False)
+}
+
+
+def observe_stream_batch(ok: bool, since: float) -> None:
+    """Time the router took over one batch of a SendStream call, from ``since`` (perf_counter)."""
+    _send_stream_batches[ok].observe(time.perf_counter() - since)
 
 
 def observe_delivery(kind: str, delivered: int, since: float) -> None:

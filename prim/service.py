@@ -58,7 +58,14 @@ async def serve(
     service_names: list[str],
     check: Callable[[], Awaitable[bool]],
     cleanup: Callable[[], Awaitable[None]],
+    end_streams: Callable[[], None] | None = None,
 ) -> None:
+    """Run the server until SIGTERM or SIGINT, then stop it within the grace time.
+
+    ``end_streams`` ends the service's long-lived stream calls once health
+    turns NOT_SERVING, since they would otherwise hold the stop for all of
+    the grace time and then be cut.
+    """
     server, health = rpc.make_server(service_names, settings.service_token)
     for add, servicer in servicers:
         add(servicer, server)
@@ -78,6 +85,8 @@ async def serve(
     log.info("stopping", extra={"service": name, "grace_seconds": settings.grace_seconds})
     await rpc.set_health(health, service_names, serving=False)
     watcher.cancel()
+    if end_streams is not None:
+        end_streams()
     await server.stop(settings.grace_seconds)
     await cleanup()
     log.info("stopped", extra={"service": name})

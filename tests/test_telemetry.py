@@ -136,9 +136,11 @@ async def test_message_is_one_trace(traced, tenant):
         )
         for s in spans
     }
-    assert ("prim-edge", "edge1", "/prim.v1.Router/SendBatch", "SpanKind.CLIENT") in seen
-    assert ("prim-router", "", "/prim.v1.Router/SendBatch", "SpanKind.SERVER") in seen
-    # The router reads the recipients' connections from presence's Redis itself.
+    # The batch travels on the edge's long-lived SendStream call, and carries
+    # the frame's trace context itself.
+    assert ("prim-router", "", "/prim.v1.Router/SendStream", "SpanKind.SERVER") in seen
+    # The router reads the recipients' connections from presence's Redis
+    # itself; the first lookup of a user is not cached yet.
     assert ("prim-router", "", "EVALSHA", "SpanKind.CLIENT") in seen
     # The push to u2 leaves through edge2, inside the same trace.
     assert ("prim-edge", "edge2", "/prim.v1.Edge/DeliverStream", "SpanKind.SERVER") in seen
@@ -258,8 +260,11 @@ async def test_metrics_of_a_message(traced, tenant):
     assert grew(router, router_before, "prim_messages_stored_total", kind="direct") >= 1
     assert grew(router, router_before, "prim_messages_delivered_total", kind="direct") >= 1
     assert grew(router, router_before, "prim_delivery_seconds_count", kind="direct") >= 1
-    send = {"grpc_service": "prim.v1.Router", "grpc_method": "SendBatch", "grpc_code": "OK"}
+    send = {"grpc_service": "prim.v1.Router", "grpc_method": "SendStream", "grpc_code": "OK"}
     assert grew(router, router_before, "grpc_server_handling_seconds_count", **send) >= 1
+    looked_up = grew(router, router_before, "prim_location_lookups_total", source="redis")
+    looked_up += grew(router, router_before, "prim_location_lookups_total", source="cache")
+    assert looked_up >= 2
     assert grew(edge, edge_before, "prim_frames_received_total", cmd="login") >= 1
     assert grew(edge, edge_before, "prim_frames_received_total", cmd="msg") >= 1
     assert grew(edge, edge_before, "prim_frames_sent_total", cmd="msg") >= 1

@@ -51,6 +51,31 @@ class SendBatchRequest(_message.Message):
     requests: _containers.RepeatedCompositeFieldContainer[SendRequest]
     def __init__(self, requests: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ...) -> None: ...
 
+class SendStreamRequest(_message.Message):
+    __slots__ = ("id", "requests", "trace")
+    class TraceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    requests: _containers.RepeatedCompositeFieldContainer[SendRequest]
+    trace: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ..., trace: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SendStreamReply(_message.Message):
+    __slots__ = ("id", "results")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    results: _containers.RepeatedCompositeFieldContainer[SendResult]
+    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...
+
 class SendResult(_message.Message):
     __slots__ = ("reply", "code", "msg")
     REPLY_FIELD_NUMBER: _ClassVar[int]

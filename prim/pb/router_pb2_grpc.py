@@ -45,6 +45,11 @@ class RouterStub:
                 request_serializer=prim_dot_pb_dot_router__pb2.SendBatchRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_router__pb2.SendBatchReply.FromString,
                 _registered_method=True)
+        self.SendStream = channel.stream_stream(
+                '/prim.v1.Router/SendStream',
+                request_serializer=prim_dot_pb_dot_router__pb2.SendStreamRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_router__pb2.SendStreamReply.FromString,
+                _registered_method=True)
         self.Broadcast = channel.unary_unary(
                 '/prim.v1.Router/Broadcast',
                 request_serializer=prim_dot_pb_dot_router__pb2.BroadcastRequest.SerializeToString,
@@ -89,6 +94,17 @@ class RouterServicer:
         Unlike Send, the reply does not wait for the delivery calls and its
         delivered counts are 0, so a hung edge node delays no message of the
         batch that goes to other nodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendStream(self, request_iterator, context):
+        """SendBatch on one long-lived call, which edges use instead of a call per
+        batch: each request is a batch with an id of the caller's choosing, and
+        each reply answers one batch, in the order the batches finish. Batches
+        in flight at once are handled concurrently, as concurrent SendBatch calls
+        would be. The caller half-closes the call to end it once its replies are in.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +158,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.SendBatch,
                     request_deserializer=prim_dot_pb_dot_router__pb2.SendBatchRequest.FromString,
                     response_serializer=prim_dot_pb_dot_router__pb2.SendBatchReply.SerializeToString,
+            ),
+            'SendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendStream,
+                    request_deserializer=prim_dot_pb_dot_router__pb2.SendStreamRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_router__pb2.SendStreamReply.SerializeToString,
             ),
             'Broadcast': grpc.unary_unary_rpc_method_handler(
                     servicer.Broadcast,
@@ -223,6 +244,33 @@ class Router:
             '/prim.v1.Router/SendBatch',
             prim_dot_pb_dot_router__pb2.SendBatchRequest.SerializeToString,
             prim_dot_pb_dot_router__pb2.SendBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/prim.v1.Router/SendStream',
+            prim_dot_pb_dot_router__pb2.SendStreamRequest.SerializeToString,
+            prim_dot_pb_dot_router__pb2.SendStreamReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,11 +29,12 @@ from prim.pb import (
 from prim.rpc import Peer
 
 from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, Hub, now_ms
+from .sending import SendLane
 
 log = logging.getLogger("prim.edge")
 
 REFRESH_CHUNK = 1000
-# Messages in one SendBatch call to the router.
+# Messages in one batch to the router.
 SEND_BATCH_MAX = 256
 
 
@@ -67,7 +68,8 @@ class EdgeNode:
             "router", settings.router_addr, router_pb2_grpc.RouterStub, "prim.v1.Router", service_token=token, deadline=deadline
         )
         # Messages that arrive while a batch is in flight to the router go out
-        # together in the next SendBatch call.
+        # together in the next batch, on one SendStream call.
+        self._send_lane = SendLane(self.router, deadline)
         self._sends: Coalescer[router_pb2.SendRequest, router_pb2.SendReply] = Coalescer(
             self._send_batch, max_batch=SEND_BATCH_MAX, max_in_flight=4
         )
@@ -118,8 +120,7 @@ class EdgeNode:
     async def _send_batch(
         self, requests: list[router_pb2.SendRequest]
     ) -> list[router_pb2.SendReply | PrimError]:
-        reply = await self.router.call("SendBatch", router_pb2.SendBatchRequest(requests=requests))
-        return _batch_outcomes(reply.results, "reply")
+        return _batch_outcomes(await self._send_lane.send(requests), "reply")
 
     async def start(self) -> None:
         self._refresh_task = asyncio.create_task(self._refresh_loop())
@@ -264,5 +265,6 @@ class EdgeNode:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._send_lane.close()
         for peer in (self.auth, self.presence, self.router):
             await peer.close()

@@ -1,8 +1,8 @@
 """A router's cache of where users are connected, kept fresh by presence's change feed.
 
 Reading presence's Redis costs a round trip per dispatch round, about half a
-millisecond of a message's way at low load. The cache answers repeated
-lookups from memory instead. It is correct only while it hears every change:
+millisecond of a message's way at low load. The cache returns repeated
+lookups from memory instead. It is correct only while it receives every change:
 
 * Presence's scripts publish ``tenant, user`` on every connect, move and
   removal (see ``prim.presence.redis_scripts``), and each one drops that
@@ -35,9 +35,9 @@ from prim.presence.store_redis import RedisStore
 
 log = logging.getLogger("prim.router.locations")
 
-# Users whose locations are kept; past it, the oldest entries go first.
+# Maximum number of users whose locations are kept. Past it, the oldest entries go first.
 MAX_USERS = 100_000
-# Longest life of an entry, which bounds how long an offline user is remembered.
+# Maximum age of an entry, which bounds how long an offline user is remembered.
 MAX_AGE_SECONDS = 60.0
 # First and longest wait before subscribing again after the feed broke.
 RETRY_SECONDS = (0.1, 5.0)
@@ -71,14 +71,14 @@ class LocationCache:
 
     @property
     def following(self) -> bool:
-        """Whether the change feed is subscribed, and so the cache in use."""
+        """Whether the change feed is subscribed, which is when the cache is used."""
         return self._following
 
     def __len__(self) -> int:
         return len(self._entries)
 
     async def locate(self, tenant: str, user_ids: Sequence[str]) -> list[Location]:
-        """The live connections of ``user_ids`` in ``tenant``; raises like the store does."""
+        """Return the live connections of ``user_ids`` in ``tenant``. Errors of the store propagate."""
         now = time.monotonic()
         found: list[Location] = []
         missing: list[str] = []

@@ -32,6 +32,7 @@ class App:
     store: MessageStore
     presence: Peer
     nodes: EdgeNodes
+    servicer: RouterServicer
     locator: LocationCache | None = None
 
     async def check(self) -> bool:
@@ -73,6 +74,7 @@ async def build(settings: Settings) -> App:
         store=store,
         presence=presence,
         nodes=nodes,
+        servicer=servicer,
         locator=locator,
     )
 
@@ -105,5 +107,12 @@ def _presence_reader(settings: Settings) -> LocationCache | None:
 async def run(settings: Settings) -> None:
     app = await build(settings)
     await service.serve(
-        "prim-router", settings, settings.listen, app.servicers, app.service_names, app.check, app.close
+        "prim-router",
+        settings,
+        settings.listen,
+        app.servicers,
+        app.service_names,
+        app.check,
+        app.close,
+        end_streams=app.servicer.end_streams,
     )

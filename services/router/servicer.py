@@ -11,11 +11,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from prim import ids, metrics
+from prim import background, ids, metrics, telemetry
 from prim.errors import Code, PrimError, abort, invalid
 from prim.messages import profile_dict, push_frame, wire_message
 from prim.pb import common_pb2, edge_pb2, router_pb2, router_pb2_grpc
-from prim.rpc import Peer
+from prim.rpc import SEND_STREAM_HEADER, Peer
 
 from .delivery import EdgeNodes
 from .dispatch import Dispatcher
@@ -26,6 +26,8 @@ log = logging.getLogger("prim.router")
 SYNC_LIMIT_MAX = 500
 HISTORY_LIMIT_MAX = 200
 KICK_REASONS = ("replaced", "revoked", "expired")
+# Batches of one SendStream call handled at once; the call waits past it.
+MAX_STREAM_BATCHES = 64
 
 
 def _handled(method):
@@ -146,36 +148,107 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.nodes = nodes
         self.dispatcher = dispatcher
         self.recent_ids = RecentIds()
+        # Readers of the open SendStream calls, and those end_streams stopped.
+        self._stream_readers: set[asyncio.Task] = set()
+        self._ending: set[asyncio.Task] = set()
 
     @_handled
     async def Send(self, request, context):
         return await self._send(request)
 
     async def SendBatch(self, request, context):
+        return router_pb2.SendBatchReply(results=await self._send_batch(request.requests))
+
+    async def SendStream(self, requests, context):
+        # Each batch runs in a task of its own, as concurrent SendBatch calls
+        # would, and its reply goes out when it is ready. The edge bounds its
+        # batches in flight; MAX_STREAM_BATCHES guards against one that does not.
+        outbox: asyncio.Queue[router_pb2.SendStreamReply | None] = asyncio.Queue()
+        # The edge waits for this header before its first batch; see SendLane.
+        await context.send_initial_metadata(((SEND_STREAM_HEADER, "1"),))
+        reader = background.spawn(self._read_batches(requests, outbox, context.peer()))
+        self._stream_readers.add(reader)
+        try:
+            while (reply := await outbox.get()) is not None:
+                yield reply
+        finally:
+            self._stream_readers.discard(reader)
+            reader.cancel()
+
+    def end_streams(self) -> None:
+        """Stop reading the open SendStream calls; each ends once its batches are answered.
+
+        The edge fails the batches it wrote that were not read, which this
+        router never saw, and opens a new call for the next ones.
+        """
+        for reader in list(self._stream_readers):
+            self._ending.add(reader)
+            reader.cancel()
+
+    async def _read_batches(self, requests, outbox: asyncio.Queue, peer: str) -> None:
+        slots = asyncio.Semaphore(MAX_STREAM_BATCHES)
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(request) -> None:
+            started = time.perf_counter()
+            ok = False
+            try:
+                with telemetry.remote_span("/prim.v1.Router/SendStream", request.trace):
+                    results = await self._send_batch(request.requests)
+                ok = True
+            except Exception:
+                log.exception("a batch of the send stream failed", extra={"peer": peer, "batch": request.id})
+                failed = router_pb2.SendResult(code=int(Code.SERVER_ERROR), msg="server error")
+                results = [failed] * len(request.requests)
+            finally:
+                slots.release()
+                metrics.observe_stream_batch(ok, started)
+            outbox.put_nowait(router_pb2.SendStreamReply(id=request.id, results=results))
+
+        try:
+            async for request in requests:
+                await slots.acquire()
+                task = background.spawn(answer(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except asyncio.CancelledError:
+            if asyncio.current_task() not in self._ending:
+                raise
+            # end_streams: answer what was read, then end the call.
+            asyncio.current_task().uncancel()
+            self._ending.discard(asyncio.current_task())
+        except Exception as exc:
+            # The call broke; the batches already read still finish, unanswered.
+            log.info("send stream ended by its caller", extra={"peer": peer, "error": repr(exc)})
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        outbox.put_nowait(None)
+
+    async def _send_batch(self, requests) -> list[router_pb2.SendResult]:
         # Each message's reply is ready once it is stored, without waiting for
         # its delivery calls. A batch mixes recipients on many edge nodes, so
         # waiting would let one hung node hold back the replies to all of
         # them, and through the edge's limit on batches in flight, later sends.
-        results: list[router_pb2.SendResult | None] = [None] * len(request.requests)
+        results: list[router_pb2.SendResult | None] = [None] * len(requests)
         valid: list[tuple[int, Outgoing, bool]] = []
-        for index, single in enumerate(request.requests):
+        for index, single in enumerate(requests):
             try:
                 valid.append((index, _outgoing(single), single.persist))
             except PrimError as exc:
                 results[index] = router_pb2.SendResult(code=int(exc.code), msg=exc.msg)
         if len({persist for _, _, persist in valid}) <= 1:
-            await self._send_runs(request, valid, results)
+            await self._send_runs(requests, valid, results)
         else:
             # Each sender's messages go in order, and senders do not wait for each other.
             by_sender: dict[tuple[str, str], list[tuple[int, Outgoing, bool]]] = {}
             for entry in valid:
                 by_sender.setdefault((entry[1].tenant, entry[1].sender_id), []).append(entry)
             await asyncio.gather(
-                *(self._send_runs(request, entries, results) for entries in by_sender.values())
+                *(self._send_runs(requests, entries, results) for entries in by_sender.values())
             )
-        return router_pb2.SendBatchReply(results=results)
+        return results
 
-    async def _send_runs(self, request, entries, results: list) -> None:
+    async def _send_runs(self, requests, entries, results: list) -> None:
         """Store or dispatch ``entries`` in runs of one kind, in order, filling ``results``.
 
         A run of online-only messages is dispatched only after the stored run
@@ -194,7 +267,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 for (index, _), outcome in zip(run, outcomes, strict=True):
                     if isinstance(outcome, Outgoing):
                         outcome = _stored_reply(outcome, ready_at)
-                    results[index] = self._send_result(request.requests[index], outcome)
+                    results[index] = self._send_result(requests[index], outcome)
                 continue
             # Online-only messages need no await: one dispatcher call takes them all.
             fresh = []

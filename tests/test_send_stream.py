@@ -1,0 +1,183 @@
+"""The edge's SendStream lane: against the real router for rotation, and
+against a small gRPC server of its own for the failures the real router
+cannot be made to show on demand (silence, a dropped call, an older router)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from prim import rpc
+from prim.errors import Unavailable
+from prim.pb import router_pb2, router_pb2_grpc
+from prim.pb.common_pb2 import Profile
+from prim.rpc import Peer
+from services.edge import sending
+from services.edge.sending import SendLane
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "send-stream-test-token"
+
+
+def message(index: int, tenant: str = "lanetenant") -> router_pb2.SendRequest:
+    return router_pb2.SendRequest(
+        tenant=tenant,
+        sender=Profile(user_id="sender"),
+        to="nobody",
+        message=f"m{index}",
+        persist=False,
+    )
+
+
+def router_peer(address: str, token: str) -> Peer:
+    return Peer("router", address, router_pb2_grpc.RouterStub, "prim.v1.Router", service_token=token)
+
+
+async def test_rotating_streams_lose_no_batch(cluster, monkeypatch):
+    monkeypatch.setattr(sending, "ROTATE_SECONDS", 0.05)
+    peer = router_peer(f"127.0.0.1:{cluster.router_port}", cluster.service_token)
+    lane = SendLane(peer, deadline=5.0)
+    try:
+        msg_ids = []
+        started = time.monotonic()
+        index = 0
+        while time.monotonic() - started < 1.0:
+            batches = [[message(index + i * 3 + j) for j in range(3)] for i in range(4)]
+            index += 12
+            for results in await asyncio.gather(*(lane.send(batch) for batch in batches)):
+                assert [result.code for result in results] == [0, 0, 0]
+                msg_ids += [result.reply.msg_id for result in results]
+        assert len(set(msg_ids)) == len(msg_ids) == index
+        assert lane.streams_opened >= 5
+    finally:
+        lane.close()
+        await peer.close()
+
+
+class StandInRouter(router_pb2_grpc.RouterServicer):
+    """Answers SendStream batches, or stays silent, as the test says."""
+
+    def __init__(self):
+        self.silent = False
+        self.batches = 0
+
+    async def SendStream(self, requests, context):
+        await context.send_initial_metadata(((rpc.SEND_STREAM_HEADER, "1"),))
+        async for request in requests:
+            self.batches += 1
+            if self.silent:
+                continue
+            yield router_pb2.SendStreamReply(
+                id=request.id,
+                results=[
+                    router_pb2.SendResult(reply=router_pb2.SendReply(msg_id=f"stream-{r.message}"))
+                    for r in request.requests
+                ],
+            )
+
+
+async def older_send_batch(request, context):
+    """SendBatch of a router from before SendStream."""
+    return router_pb2.SendBatchReply(
+        results=[
+            router_pb2.SendResult(reply=router_pb2.SendReply(msg_id=f"unary-{r.message}"))
+            for r in request.requests
+        ]
+    )
+
+
+def older_router(server) -> None:
+    """Register a Router service that knows SendBatch only, as an older router's did."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        older_send_batch,
+        request_deserializer=router_pb2.SendBatchRequest.FromString,
+        response_serializer=router_pb2.SendBatchReply.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("prim.v1.Router", {"SendBatch": handler}),)
+    )
+
+
+async def serve(servicer, port: int = 0):
+    server, _ = rpc.make_server(["prim.v1.Router"], TOKEN)
+    if servicer is older_router:
+        older_router(server)
+    else:
+        router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, port
+
+
+async def test_unanswered_batch_fails_at_the_deadline_and_the_stream_is_replaced():
+    router = StandInRouter()
+    server, port = await serve(router)
+    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
+    lane = SendLane(peer, deadline=0.3)
+    try:
+        assert (await lane.send([message(1)]))[0].reply.msg_id == "stream-m1"
+        router.silent = True
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="no reply within 0.3 s"):
+            await lane.send([message(2)])
+        assert 0.25 < time.monotonic() - started < 2.0
+        router.silent = False
+        assert (await lane.send([message(3)]))[0].reply.msg_id == "stream-m3"
+        assert lane.streams_opened == 2
+    finally:
+        lane.close()
+        await peer.close()
+        await server.stop(0)
+
+
+async def test_dropped_call_fails_waiting_batches_at_once():
+    router = StandInRouter()
+    server, port = await serve(router)
+    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
+    lane = SendLane(peer, deadline=10.0)
+    try:
+        assert (await lane.send([message(1)]))[0].reply.msg_id == "stream-m1"
+        router.silent = True
+        waiting = asyncio.ensure_future(lane.send([message(2)]))
+        while router.batches < 2:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await server.stop(0)
+        with pytest.raises(Unavailable):
+            await waiting
+        assert time.monotonic() - started < 5.0
+        # A router back at the same address gets the next batch on a new stream.
+        router.silent = False
+        server, _ = await serve(router, port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert (await lane.send([message(3)]))[0].reply.msg_id == "stream-m3"
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+    finally:
+        lane.close()
+        await peer.close()
+        await server.stop(0)
+
+
+async def test_router_without_send_stream_gets_send_batch():
+    server, port = await serve(older_router)
+    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
+    lane = SendLane(peer, deadline=5.0)
+    try:
+        first, second = await asyncio.gather(lane.send([message(1)]), lane.send([message(2), message(3)]))
+        assert [r.reply.msg_id for r in first] == ["unary-m1"]
+        assert [r.reply.msg_id for r in second] == ["unary-m2", "unary-m3"]
+        assert [r.reply.msg_id for r in await lane.send([message(4)])] == ["unary-m4"]
+        assert lane.streams_opened == 1
+    finally:
+        lane.close()
+        await peer.close()
+        await server.stop(0)
