@@ -812,6 +812,32 @@ async def test_sigterm_drains_edge(suite, tenants, users, presence):
         await asyncio.to_thread(suite.start_edge, A)
 
 
+async def test_router_sigterm_ends_send_streams(suite, tenants, users):
+    acme = await tenants(A)
+    sender = await users.connect(acme, "rs-from", A)
+    receiver = await users.connect(acme, "rs-to", B)
+    reply = await sender.send("rs-to", "before the restart")
+    assert (await next_msg(receiver))["msgId"] == reply["msgId"]
+
+    # Edge A's send stream to the router is open. A router that did not end
+    # it would hold its stop for the whole grace time.
+    process = suite.processes["router"]
+    started = time.monotonic()
+    code = await asyncio.to_thread(process.stop, signal.SIGTERM, GRACE_SECONDS + LOAD_MARGIN * 2)
+    took = time.monotonic() - started
+    assert code == 0
+    assert took < GRACE_SECONDS, f"the router took {took:.1f} s to stop"
+    await asyncio.to_thread(suite.start_service, "router", suite.router_port)
+
+    async def sends_again() -> bool:
+        reply = await sender.send("rs-to", "after the restart")
+        return (await next_msg(receiver, LOAD_MARGIN))["msgId"] == reply["msgId"]
+
+    await wait_until(sends_again, LOAD_MARGIN * 2, "messages flow through the new router")
+    edge_log = suite.processes["edge1"].log_path.read_text()
+    assert "send stream to router broke" not in edge_log
+
+
 async def test_services_stop_on_sigterm(suite):
     # Last in the module: it stops the suite's services.
     for name in ("router", "presence", "auth"):

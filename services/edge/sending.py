@@ -16,7 +16,7 @@ It keeps the unary call's promises:
   Neither is retried, since the router may have sent them (SendBatch is not
   retried either).
 * A router without SendStream (an older version during a rolling upgrade)
-  answers UNIMPLEMENTED, having sent nothing; the lane then sends every
+  returns UNIMPLEMENTED, having sent nothing; the lane then sends every
   batch, those included, with SendBatch.
 
 A stream lives at most ``ROTATE_SECONDS``, less than the grace the router's
@@ -70,6 +70,14 @@ class SendLane:
         """Send one batch and return its results, one per request; raise PrimError on failure."""
         if self._unary:
             return await self._send_unary(requests)
+        try:
+            return await self._send_on_stream(requests)
+        except _NotWritten:
+            # The call ended before this batch went out (a stopping router
+            # ends its calls), so the router never saw it. Try once more.
+            return await self._send_on_stream(requests)
+
+    async def _send_on_stream(self, requests) -> list[router_pb2.SendResult]:
         stream = self._current()
         batch_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
@@ -86,6 +94,10 @@ class SendLane:
                         if not stream.answered:
                             await self._handshake(stream)
                         await stream.call.write(request)
+                except asyncio.InvalidStateError:
+                    # grpc raises this before sending when the call has ended.
+                    self._drop(stream)
+                    raise _NotWritten() from None
                 except (Exception, asyncio.CancelledError) as exc:
                     # A write on a call that broke can raise CancelledError; only
                     # a cancellation of this task (or the timeout) ends the send.
@@ -117,7 +129,7 @@ class SendLane:
         if any(key == SEND_STREAM_HEADER for key, _ in headers or ()):
             stream.answered = True
             return
-        raise _Refused(await stream.call.code(), await stream.call.details())
+        raise _EndedEarly(await stream.call.code(), await stream.call.details())
 
     async def _send_unary(self, requests) -> list[router_pb2.SendResult]:
         reply = await self.router.call("SendBatch", router_pb2.SendBatchRequest(requests=requests))
@@ -154,6 +166,7 @@ class SendLane:
                 if reply is grpc.aio.EOF:
                     if stream.waiting:
                         raise ConnectionError("the router ended the send stream")
+                    self._drop(stream)
                     return
                 future = stream.waiting.pop(reply.id, None)
                 if future is not None and not future.done():
@@ -168,13 +181,17 @@ class SendLane:
         except Exception as exc:
             self._broken(stream, exc)
 
-    def _broken(self, stream: _Stream, exc: BaseException) -> None:
-        """Fail the batches waiting on a stream that broke; the next batch opens a new one."""
+    def _drop(self, stream: _Stream) -> None:
+        """Forget a stream that ended, so the next batch opens a new one."""
         if self._stream is stream:
             self._stream = None
         stream.retired = True
+
+    def _broken(self, stream: _Stream, exc: BaseException) -> None:
+        """Fail the batches waiting on a stream that broke; the next batch opens a new one."""
+        self._drop(stream)
         stream.call.cancel()
-        if isinstance(exc, (grpc.aio.AioRpcError, _Refused)):
+        if isinstance(exc, (grpc.aio.AioRpcError, _EndedEarly)):
             status = exc.code()
             error = f"{status.name}: {exc.details()}"
         else:
@@ -205,7 +222,7 @@ class SendLane:
             self._broken(self._stream, ConnectionError("the edge is stopping"))
 
 
-class _Refused(Exception):
+class _EndedEarly(Exception):
     """A new SendStream call ended before the router's headers."""
 
     def __init__(self, status: grpc.StatusCode, details: str | None):
@@ -219,8 +236,12 @@ class _Refused(Exception):
         return self._details
 
 
+class _NotWritten(Exception):
+    """The call had ended before the batch was written."""
+
+
 class _Unimplemented(Exception):
-    """The router does not know SendStream; the batch goes by SendBatch instead."""
+    """The router has no SendStream method, so the batch goes by SendBatch instead."""
 
 
 async def _half_close(stream: _Stream) -> None:
