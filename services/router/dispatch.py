@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -60,7 +61,6 @@ class Dispatcher:
         self._locator_retry_at = 0.0
         self._batches: collections.deque[list[Outgoing]] = collections.deque()
         self._worker: asyncio.Task | None = None
-        self._counting: set[asyncio.Task] = set()
 
     def submit(self, items: Iterable[Outgoing]) -> None:
         """Queue messages for delivery behind everything submitted before.
@@ -117,40 +117,9 @@ class Dispatcher:
         if not lanes:
             _settle(items, {})
             return
-        # Wait for the lanes in a task of its own, so the next batch is queued
-        # on the lanes at once instead of after this one's calls return.
-        task = asyncio.create_task(self._count(items, lanes))
-        self._counting.add(task)
-        task.add_done_callback(self._counting.discard)
-
-    async def _count(self, items, lanes) -> None:
-        """Settle each message as soon as the lanes that carry its pushes have replied.
-
-        A message waits only for its own nodes, so a hung node delays the
-        replies to the senders of its messages and to no other sender.
-        """
-        delivered: dict[int, int] = collections.defaultdict(int)
-        lanes_left: dict[int, int] = collections.defaultdict(int)
-        targets_of = {}
-        for future, targets in lanes.values():
-            targets_of[future] = targets
-            for item_id in {id(item) for item, _ in targets}:
-                lanes_left[item_id] += 1
-        _settle([item for item in items if id(item) not in lanes_left], delivered)
-
-        pending = set(targets_of)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            finished = []
-            for future in done:
-                targets = targets_of[future]
-                for (item, _), count in zip(targets, future.result()):
-                    delivered[id(item)] += count
-                for item in {id(item): item for item, _ in targets}.values():
-                    lanes_left[id(item)] -= 1
-                    if lanes_left[id(item)] == 0:
-                        finished.append(item)
-            _settle(finished, delivered)
+        # Count as the lanes reply, without waiting here, so the next batch
+        # is queued on the lanes at once instead of after this one's calls return.
+        _count(items, lanes)
 
     async def _locate(
         self, items: list[Outgoing]
@@ -210,6 +179,37 @@ def _pushes(item: Outgoing, locations) -> list[tuple[common_pb2.Location, bytes]
                     frame = push_frame("msg", item.wire(seq))
                 pushes.append((location, frame))
     return pushes
+
+
+def _count(items: list[Outgoing], lanes) -> None:
+    """Settle each message as soon as the lanes that carry its pushes have replied.
+
+    A message waits only for its own nodes, so a hung node delays the
+    replies to the senders of its messages and to no other sender.
+    """
+    delivered: dict[int, int] = collections.defaultdict(int)
+    lanes_left: dict[int, int] = collections.defaultdict(int)
+    for _, targets in lanes.values():
+        for item_id in {id(item) for item, _ in targets}:
+            lanes_left[item_id] += 1
+    _settle([item for item in items if id(item) not in lanes_left], delivered)
+
+    def replied(targets, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            counts = [0] * len(targets)
+        else:
+            counts = future.result()
+        for (item, _), count in zip(targets, counts):
+            delivered[id(item)] += count
+        finished = []
+        for item in {id(item): item for item, _ in targets}.values():
+            lanes_left[id(item)] -= 1
+            if lanes_left[id(item)] == 0:
+                finished.append(item)
+        _settle(finished, delivered)
+
+    for future, targets in lanes.values():
+        future.add_done_callback(functools.partial(replied, targets))
 
 
 def _settle(items: list[Outgoing], delivered: dict[int, int]) -> None:

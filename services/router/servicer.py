@@ -208,6 +208,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         try:
             async for request in requests:
                 await slots.acquire()
+                if not any(single.persist for single in request.requests):
+                    # Online-only messages are never awaited (see _send_runs), so
+                    # the batch is answered here, without a task of its own.
+                    await answer(request)
+                    continue
                 task = background.spawn(answer(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
