@@ -17,6 +17,7 @@ from prim.pb.common_pb2 import Profile
 from prim.rpc import Peer
 from services.edge import sending
 from services.edge.sending import SendLane
+from services.router.servicer import RouterServicer
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +178,60 @@ async def test_router_without_send_stream_gets_send_batch():
         assert [r.reply.msg_id for r in second] == ["unary-m2", "unary-m3"]
         assert [r.reply.msg_id for r in await lane.send([message(4)])] == ["unary-m4"]
         assert lane.streams_opened == 1
+    finally:
+        lane.close()
+        await peer.close()
+        await server.stop(0)
+
+
+class SlowBatches(RouterServicer):
+    """The router's own SendStream and end_streams, over batches that take 20 ms each."""
+
+    def __init__(self):
+        super().__init__(None, None, None, None)
+        self.seen: list[str] = []
+
+    async def _send_batch(self, requests):
+        self.seen += [r.message for r in requests]
+        await asyncio.sleep(0.02)
+        return [router_pb2.SendResult(reply=router_pb2.SendReply(msg_id=r.message)) for r in requests]
+
+
+async def test_draining_router_loses_and_repeats_no_batch():
+    router = SlowBatches()
+    server, port = await serve(router)
+    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
+    lane = SendLane(peer, deadline=5.0)
+    answered: list[str] = []
+    failed: list[tuple[str, str]] = []
+    stop = asyncio.Event()
+    counter = iter(range(1_000_000))
+
+    async def sender() -> None:
+        while not stop.is_set():
+            text = f"d{next(counter)}"
+            request = router_pb2.SendRequest(
+                tenant="lanetenant", sender=Profile(user_id="sender"), to="nobody", message=text, persist=True
+            )
+            try:
+                (result,) = await lane.send([request])
+                answered.append(result.reply.msg_id)
+            except Unavailable as exc:
+                failed.append((text, exc.msg))
+
+    try:
+        senders = [asyncio.ensure_future(sender()) for _ in range(4)]
+        await asyncio.sleep(0.3)
+        opened = lane.streams_opened
+        router.end_streams()
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*senders)
+        assert failed == []
+        # Every batch reached the router once: none was lost, none sent twice.
+        assert sorted(answered) == sorted(router.seen)
+        assert len(set(router.seen)) == len(router.seen)
+        assert lane.streams_opened > opened
     finally:
         lane.close()
         await peer.close()

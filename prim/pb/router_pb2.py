@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from prim.pb import common_pb2 as prim_dot_pb_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14prim/pb/router.proto\x12\x07prim.v1\x1a\x14prim/pb/common.proto\"\xc5\x01\n\x0bSendRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x06sender\x18\x02 \x01(\x0b\x32\x10.prim.v1.Profile\x12\n\n\x02to\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08msg_type\x18\x05 \x01(\t\x12\x15\n\rmsg_cont_type\x18\x06 \x01(\t\x12\x15\n\rclient_msg_id\x18\x07 \x01(\t\x12\x0f\n\x07persist\x18\x08 \x01(\x08\x12\x16\n\x0eorigin_conn_id\x18\t \x01(\t\"s\n\tSendReply\x12\x0e\n\x06msg_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04time\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x05\x12\x15\n\rbroadcast_seq\x18\x05 \x01(\x03\x12\x11\n\tduplicate\x18\x06 \x01(\x08\":\n\x10SendBatchRequest\x12&\n\x08requests\x18\x01 \x03(\x0b\x32\x14.prim.v1.SendRequest\"\xab\x01\n\x11SendStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x08requests\x18\x02 \x03(\x0b\x32\x14.prim.v1.SendRequest\x12\x34\n\x05trace\x18\x03 \x03(\x0b\x32%.prim.v1.SendStreamRequest.TraceEntry\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x0fSendStreamReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x07results\x18\x02 \x03(\x0b\x32\x13.prim.v1.SendResult\"J\n\nSendResult\x12!\n\x05reply\x18\x01 \x01(\x0b\x32\x12.prim.v1.SendReply\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0b\n\x03msg\x18\x03 \x01(\t\"6\n\x0eSendBatchReply\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.prim.v1.SendResult\"\xa6\x01\n\x10\x42roadcastRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x06sender\x18\x02 \x01(\x0b\x32\x10.prim.v1.Profile\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08msg_type\x18\x04 \x01(\t\x12\x15\n\rmsg_cont_type\x18\x05 \x01(\t\x12\x15\n\rclient_msg_id\x18\x06 \x01(\t\x12\x0f\n\x07persist\x18\x07 \x01(\x08\"P\n\x0bSyncRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\"\x9f\x01\n\x0eHistoryRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07peer_id\x18\x03 \x01(\t\x12\x17\n\nbefore_seq\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x06 \x01(\x05\x42\r\n\x0b_before_seqB\x0c\n\n_after_seq\"\x86\x01\n\x17\x42roadcastHistoryRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\nbefore_seq\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\x05\x42\r\n\x0b_before_seqB\x0c\n\n_after_seq\"x\n\x0bKickRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\x12\"\n\x07targets\x18\x04 \x03(\x0b\x32\x11.prim.v1.Location\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x1b\n\tKickReply\x12\x0e\n\x06\x63losed\x18\x01 \x01(\x05\x32\xeb\x03\n\x06Router\x12\x30\n\x04Send\x12\x14.prim.v1.SendRequest\x1a\x12.prim.v1.SendReply\x12?\n\tSendBatch\x12\x19.prim.v1.SendBatchRequest\x1a\x17.prim.v1.SendBatchReply\x12\x46\n\nSendStream\x12\x1a.prim.v1.SendStreamRequest\x1a\x18.prim.v1.SendStreamReply(\x01\x30\x01\x12:\n\tBroadcast\x12\x19.prim.v1.BroadcastRequest\x1a\x12.prim.v1.SendReply\x12\x32\n\x04Sync\x12\x14.prim.v1.SyncRequest\x1a\x14.prim.v1.MessagePage\x12\x38\n\x07History\x12\x17.prim.v1.HistoryRequest\x1a\x14.prim.v1.MessagePage\x12J\n\x10\x42roadcastHistory\x12 .prim.v1.BroadcastHistoryRequest\x1a\x14.prim.v1.MessagePage\x12\x30\n\x04Kick\x12\x14.prim.v1.KickRequest\x1a\x12.prim.v1.KickReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14prim/pb/router.proto\x12\x07prim.v1\x1a\x14prim/pb/common.proto\"\xc5\x01\n\x0bSendRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x06sender\x18\x02 \x01(\x0b\x32\x10.prim.v1.Profile\x12\n\n\x02to\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08msg_type\x18\x05 \x01(\t\x12\x15\n\rmsg_cont_type\x18\x06 \x01(\t\x12\x15\n\rclient_msg_id\x18\x07 \x01(\t\x12\x0f\n\x07persist\x18\x08 \x01(\x08\x12\x16\n\x0eorigin_conn_id\x18\t \x01(\t\"s\n\tSendReply\x12\x0e\n\x06msg_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04time\x18\x03 \x01(\x03\x12\x11\n\tdelivered\x18\x04 \x01(\x05\x12\x15\n\rbroadcast_seq\x18\x05 \x01(\x03\x12\x11\n\tduplicate\x18\x06 \x01(\x08\":\n\x10SendBatchRequest\x12&\n\x08requests\x18\x01 \x03(\x0b\x32\x14.prim.v1.SendRequest\"\xab\x01\n\x11SendStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12&\n\x08requests\x18\x02 \x03(\x0b\x32\x14.prim.v1.SendRequest\x12\x34\n\x05trace\x18\x03 \x03(\x0b\x32%.prim.v1.SendStreamRequest.TraceEntry\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x0fSendStreamReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x07results\x18\x02 \x03(\x0b\x32\x13.prim.v1.SendResult\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"J\n\nSendResult\x12!\n\x05reply\x18\x01 \x01(\x0b\x32\x12.prim.v1.SendReply\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0b\n\x03msg\x18\x03 \x01(\t\"6\n\x0eSendBatchReply\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.prim.v1.SendResult\"\xa6\x01\n\x10\x42roadcastRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12 \n\x06sender\x18\x02 \x01(\x0b\x32\x10.prim.v1.Profile\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08msg_type\x18\x04 \x01(\t\x12\x15\n\rmsg_cont_type\x18\x05 \x01(\t\x12\x15\n\rclient_msg_id\x18\x06 \x01(\t\x12\x0f\n\x07persist\x18\x07 \x01(\x08\"P\n\x0bSyncRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\"\x9f\x01\n\x0eHistoryRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07peer_id\x18\x03 \x01(\t\x12\x17\n\nbefore_seq\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x06 \x01(\x05\x42\r\n\x0b_before_seqB\x0c\n\n_after_seq\"\x86\x01\n\x17\x42roadcastHistoryRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\nbefore_seq\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tafter_seq\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\x05\x42\r\n\x0b_before_seqB\x0c\n\n_after_seq\"x\n\x0bKickRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61pp_platform\x18\x03 \x01(\t\x12\"\n\x07targets\x18\x04 \x03(\x0b\x32\x11.prim.v1.Location\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x1b\n\tKickReply\x12\x0e\n\x06\x63losed\x18\x01 \x01(\x05\x32\xeb\x03\n\x06Router\x12\x30\n\x04Send\x12\x14.prim.v1.SendRequest\x1a\x12.prim.v1.SendReply\x12?\n\tSendBatch\x12\x19.prim.v1.SendBatchRequest\x1a\x17.prim.v1.SendBatchReply\x12\x46\n\nSendStream\x12\x1a.prim.v1.SendStreamRequest\x1a\x18.prim.v1.SendStreamReply(\x01\x30\x01\x12:\n\tBroadcast\x12\x19.prim.v1.BroadcastRequest\x1a\x12.prim.v1.SendReply\x12\x32\n\x04Sync\x12\x14.prim.v1.SyncRequest\x1a\x14.prim.v1.MessagePage\x12\x38\n\x07History\x12\x17.prim.v1.HistoryRequest\x1a\x14.prim.v1.MessagePage\x12J\n\x10\x42roadcastHistory\x12 .prim.v1.BroadcastHistoryRequest\x1a\x14.prim.v1.MessagePage\x12\x30\n\x04Kick\x12\x14.prim.v1.KickRequest\x1a\x12.prim.v1.KickReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,23 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDSTREAMREQUEST_TRACEENTRY']._serialized_start=560
   _globals['_SENDSTREAMREQUEST_TRACEENTRY']._serialized_end=604
   _globals['_SENDSTREAMREPLY']._serialized_start=606
-  _globals['_SENDSTREAMREPLY']._serialized_end=673
-  _globals['_SENDRESULT']._serialized_start=675
-  _globals['_SENDRESULT']._serialized_end=749
-  _globals['_SENDBATCHREPLY']._serialized_start=751
-  _globals['_SENDBATCHREPLY']._serialized_end=805
-  _globals['_BROADCASTREQUEST']._serialized_start=808
-  _globals['_BROADCASTREQUEST']._serialized_end=974
-  _globals['_SYNCREQUEST']._serialized_start=976
-  _globals['_SYNCREQUEST']._serialized_end=1056
-  _globals['_HISTORYREQUEST']._serialized_start=1059
-  _globals['_HISTORYREQUEST']._serialized_end=1218
-  _globals['_BROADCASTHISTORYREQUEST']._serialized_start=1221
-  _globals['_BROADCASTHISTORYREQUEST']._serialized_end=1355
-  _globals['_KICKREQUEST']._serialized_start=1357
-  _globals['_KICKREQUEST']._serialized_end=1477
-  _globals['_KICKREPLY']._serialized_start=1479
-  _globals['_KICKREPLY']._serialized_end=1506
-  _globals['_ROUTER']._serialized_start=1509
-  _globals['_ROUTER']._serialized_end=2000
+  _globals['_SENDSTREAMREPLY']._serialized_end=691
+  _globals['_SENDRESULT']._serialized_start=693
+  _globals['_SENDRESULT']._serialized_end=767
+  _globals['_SENDBATCHREPLY']._serialized_start=769
+  _globals['_SENDBATCHREPLY']._serialized_end=823
+  _globals['_BROADCASTREQUEST']._serialized_start=826
+  _globals['_BROADCASTREQUEST']._serialized_end=992
+  _globals['_SYNCREQUEST']._serialized_start=994
+  _globals['_SYNCREQUEST']._serialized_end=1074
+  _globals['_HISTORYREQUEST']._serialized_start=1077
+  _globals['_HISTORYREQUEST']._serialized_end=1236
+  _globals['_BROADCASTHISTORYREQUEST']._serialized_start=1239
+  _globals['_BROADCASTHISTORYREQUEST']._serialized_end=1373
+  _globals['_KICKREQUEST']._serialized_start=1375
+  _globals['_KICKREQUEST']._serialized_end=1495
+  _globals['_KICKREPLY']._serialized_start=1497
+  _globals['_KICKREPLY']._serialized_end=1524
+  _globals['_ROUTER']._serialized_start=1527
+  _globals['_ROUTER']._serialized_end=2018
 # @@protoc_insertion_point(module_scope)

@@ -69,12 +69,14 @@ class SendStreamRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[SendRequest, _Mapping]]] = ..., trace: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SendStreamReply(_message.Message):
-    __slots__ = ("id", "results")
+    __slots__ = ("id", "results", "draining")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     id: int
     results: _containers.RepeatedCompositeFieldContainer[SendResult]
-    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class SendResult(_message.Message):
     __slots__ = ("reply", "code", "msg")

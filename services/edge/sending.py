@@ -15,6 +15,10 @@ It keeps the unary call's promises:
 * When the stream breaks, the batches waiting on it fail with Unavailable.
   Neither is retried, since the router may have sent them (SendBatch is not
   retried either).
+* A stopping router reads no more batches and ends its calls cleanly once
+  it has answered the batches it read. The batches still waiting at a clean
+  end, and those whose write found the call ended, were never received, so
+  each goes once more on a new call.
 * A router without SendStream (an older version during a rolling upgrade)
   returns UNIMPLEMENTED, having sent nothing; the lane then sends every
   batch, those included, with SendBatch.
@@ -73,9 +77,13 @@ class SendLane:
         try:
             return await self._send_on_stream(requests)
         except _NotWritten:
-            # The call ended before this batch went out (a stopping router
-            # ends its calls), so the router never saw it. Try once more.
-            return await self._send_on_stream(requests)
+            # A stopping router ends its calls: this batch was not written, or
+            # the router ended the call without reading it. Either way it never
+            # saw the batch, so a new call gets it once more.
+            try:
+                return await self._send_on_stream(requests)
+            except _NotWritten as exc:
+                raise Unavailable(f"router unavailable: {exc.error}") from None
 
     async def _send_on_stream(self, requests) -> list[router_pb2.SendResult]:
         stream = self._current()
@@ -106,6 +114,7 @@ class SendLane:
                     self._broken(stream, exc)
                 return await future
         except TimeoutError:
+            stream.waiting.pop(batch_id, None)
             log.warning(
                 "router reply timed out; retiring the send stream",
                 extra={"batch": batch_id, "messages": len(requests), "deadline": self.deadline},
@@ -116,6 +125,8 @@ class SendLane:
             return await self._send_unary(requests)
         finally:
             stream.waiting.pop(batch_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved here when this send raised something else
 
     async def _handshake(self, stream: _Stream) -> None:
         """Wait for the router's headers on a new call before its first write.
@@ -152,22 +163,31 @@ class SendLane:
         """Stop writing on ``stream``. It ends once its waiting batches have their replies."""
         if self._stream is stream:
             self._stream = None
-        if not stream.retired:
+        if not stream.waiting:
+            # Also ends a retired stream whose last waiting batch timed out.
             stream.retired = True
-            if not stream.waiting:
-                stream.call.cancel()
-            else:
-                background.spawn(_half_close(stream))
+            stream.call.cancel()
+        elif not stream.retired:
+            stream.retired = True
+            background.spawn(_half_close(stream))
 
     async def _read(self, stream: _Stream) -> None:
         try:
             while True:
                 reply = await stream.call.read()
                 if reply is grpc.aio.EOF:
-                    if stream.waiting:
-                        raise ConnectionError("the router ended the send stream")
+                    # A clean end: the router answers every batch it read
+                    # before it ends a call, so those still waiting were not read.
                     self._drop(stream)
+                    self._unread(stream)
                     return
+                if reply.draining:
+                    # The router is stopping. It answers what it has read.
+                    log.info("router is stopping; retiring the send stream", extra={"waiting": len(stream.waiting)})
+                    self._retire(stream)
+                    if stream.call.cancelled():
+                        return
+                    continue
                 future = stream.waiting.pop(reply.id, None)
                 if future is not None and not future.done():
                     future.set_result(list(reply.results))
@@ -187,6 +207,16 @@ class SendLane:
             self._stream = None
         stream.retired = True
 
+    def _unread(self, stream: _Stream) -> None:
+        """Send the batches a cleanly ended call left unread on a new call."""
+        waiting = list(stream.waiting.values())
+        stream.waiting.clear()
+        if waiting:
+            log.info("router ended the send stream; sending its unread batches again", extra={"batches": len(waiting)})
+        for future in waiting:
+            if not future.done():
+                future.set_exception(_NotWritten())
+
     def _broken(self, stream: _Stream, exc: BaseException) -> None:
         """Fail the batches waiting on a stream that broke; the next batch opens a new one."""
         self._drop(stream)
@@ -204,6 +234,11 @@ class SendLane:
                 log.warning("router has no SendStream; sending with SendBatch", extra={"error": error})
             self._unary = True
             failure: BaseException = _Unimplemented()
+        elif not stream.answered and not self._closed:
+            # The call failed before the router's headers, so no batch was
+            # written on it (see _handshake). They may go once more.
+            failure = _NotWritten(error)
+            log.info("send stream to router failed to open", extra={"error": error, "batches": len(waiting)})
         else:
             failure = Unavailable(f"router unavailable: {error}")
             if waiting:
@@ -237,7 +272,11 @@ class _EndedEarly(Exception):
 
 
 class _NotWritten(Exception):
-    """The call had ended before the batch was written."""
+    """The router never received the batch: the call ended before it was written or read."""
+
+    def __init__(self, error: str = "the send stream ended"):
+        super().__init__(error)
+        self.error = error
 
 
 class _Unimplemented(Exception):

@@ -128,9 +128,14 @@ class Dispatcher:
         users: dict[str, set[str]] = collections.defaultdict(set)
         for item in items:
             users[item.tenant].update((item.sender_id, item.to))
-        replies = await asyncio.gather(
-            *(self._locate_tenant(tenant, sorted(ids)) for tenant, ids in users.items())
-        )
+        if len(users) == 1:
+            # Most rounds hold one tenant: awaiting it directly spares gather's task.
+            ((tenant, ids),) = users.items()
+            replies = [await self._locate_tenant(tenant, sorted(ids))]
+        else:
+            replies = await asyncio.gather(
+                *(self._locate_tenant(tenant, sorted(ids)) for tenant, ids in users.items())
+            )
         found: dict[tuple[str, str], list[common_pb2.Location]] = collections.defaultdict(list)
         for tenant, locations in replies:
             for location in locations:

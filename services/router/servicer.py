@@ -28,6 +28,8 @@ HISTORY_LIMIT_MAX = 200
 KICK_REASONS = ("replaced", "revoked", "expired")
 # Batches of one SendStream call handled at once; the call waits past it.
 MAX_STREAM_BATCHES = 64
+# The reply that asks an edge to end its SendStream call; see end_streams.
+DRAINING = router_pb2.SendStreamReply(draining=True)
 
 
 def _handled(method):
@@ -148,9 +150,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.nodes = nodes
         self.dispatcher = dispatcher
         self.recent_ids = RecentIds()
-        # Readers of the open SendStream calls, and those end_streams stopped.
-        self._stream_readers: set[asyncio.Task] = set()
-        self._ending: set[asyncio.Task] = set()
+        # Reply queues of the open SendStream calls, and whether end_streams ran.
+        self._send_outboxes: set[asyncio.Queue] = set()
+        self._stopping = False
 
     @_handled
     async def Send(self, request, context):
@@ -160,30 +162,35 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return router_pb2.SendBatchReply(results=await self._send_batch(request.requests))
 
     async def SendStream(self, requests, context):
-        # Each batch runs in a task of its own, as concurrent SendBatch calls
-        # would, and its reply goes out when it is ready. The edge bounds its
-        # batches in flight; MAX_STREAM_BATCHES guards against one that does not.
+        # Each stored batch runs in a task of its own, as concurrent SendBatch
+        # calls would, and its reply goes out when it is ready. The edge bounds
+        # its batches in flight; MAX_STREAM_BATCHES guards against one that does not.
         outbox: asyncio.Queue[router_pb2.SendStreamReply | None] = asyncio.Queue()
         # The edge waits for this header before its first batch; see SendLane.
         await context.send_initial_metadata(((SEND_STREAM_HEADER, "1"),))
         reader = background.spawn(self._read_batches(requests, outbox, context.peer()))
-        self._stream_readers.add(reader)
+        # Ends the replies however the reader ends, even cancelled before it ran.
+        reader.add_done_callback(lambda _: outbox.put_nowait(None))
+        self._send_outboxes.add(outbox)
+        if self._stopping:
+            outbox.put_nowait(DRAINING)
         try:
             while (reply := await outbox.get()) is not None:
                 yield reply
         finally:
-            self._stream_readers.discard(reader)
+            self._send_outboxes.discard(outbox)
             reader.cancel()
 
     def end_streams(self) -> None:
-        """Stop reading the open SendStream calls; each ends once its batches are answered.
+        """Ask the edges to write no more on their SendStream calls, and to end them.
 
-        The edge fails the batches it wrote that were not read, which this
-        router never saw, and opens a new call for the next ones.
+        Each edge half-closes its call once it has read this, and the batches
+        it wrote before are still read and answered, so none is lost. The
+        edge's next batch opens a new call, which another replica can take.
         """
-        for reader in list(self._stream_readers):
-            self._ending.add(reader)
-            reader.cancel()
+        self._stopping = True
+        for outbox in self._send_outboxes:
+            outbox.put_nowait(DRAINING)
 
     async def _read_batches(self, requests, outbox: asyncio.Queue, peer: str) -> None:
         slots = asyncio.Semaphore(MAX_STREAM_BATCHES)
@@ -216,18 +223,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 task = background.spawn(answer(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-        except asyncio.CancelledError:
-            if asyncio.current_task() not in self._ending:
-                raise
-            # end_streams: answer what was read, then end the call.
-            asyncio.current_task().uncancel()
-            self._ending.discard(asyncio.current_task())
         except Exception as exc:
             # The call broke; the batches already read still finish, unanswered.
             log.info("send stream ended by its caller", extra={"peer": peer, "error": repr(exc)})
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        outbox.put_nowait(None)
 
     async def _send_batch(self, requests) -> list[router_pb2.SendResult]:
         # Each message's reply is ready once it is stored, without waiting for
