@@ -409,6 +409,21 @@ The targets it still misses are open work.
 
 {table(["target", "prim", "reference", "ratio", "verdict"], targets(results))}
 
+What stands in the way of the targets prim misses, as measured while
+building it:
+
+- Latency at 1,000 msg/s: a message crosses two gRPC stream hops (edge to
+  router, router to edge), where python-socketio crosses one Redis publish.
+  At that rate the router uses about half a core, and py-spy puts about two
+  thirds of its samples in gRPC's machinery (stream writes, the event loop's
+  native callbacks and gRPC's poller thread) rather than in prim's code.
+  The stalls of the garbage collector and the Redis read per message that
+  used to dominate the tail are gone (see the list above).
+- Stored throughput: each message writes two timeline documents, each with
+  two secondary indexes, and updates two counters, in one transaction. The
+  Mongo stand-in's profile below shows its time in index maintenance, while
+  insert_many of plain documents updates one index per document.
+
 ## Results
 
 {results_table(results)}
@@ -493,8 +508,8 @@ stored. It takes 100 samples/s without pausing the process, and keeps only
 Python frames of samples that hold the GIL. The raw stacks are in
 `var/bench/profiles/` after a run. Time spent in gRPC's Cython layer shows up
 as self time of the Python frame that called it, mostly
-`UnaryUnaryCall._invoke` and `_StreamRequestMixin._write` (client calls and
-stream writes). Time in the event loop itself, including socket writes
+`_StreamRequestMixin._write` (stream writes) and, for the unary calls that
+remain, `UnaryUnaryCall._invoke`. Time in the event loop itself, including socket writes
 that uvloop makes in C, shows up as self time of the frame that wrote,
 such as `EdgeWebSocketProtocol.write_text_frames`, or of `Runner.run`.
 

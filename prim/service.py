@@ -36,7 +36,7 @@ def settle_heap() -> None:
     """Move everything allocated while starting out of the collector's way.
 
     A full collection walks every tracked object, and a started service
-    holds hundreds of thousands of them (modules, protobuf descriptors,
+    contains hundreds of thousands of them (modules, protobuf descriptors,
     gRPC and telemetry state) that live as long as the process. Walking
     them took 12-25 ms in the router and edges: a stall that every message
     in flight waits out. Frozen objects are never walked, so full passes

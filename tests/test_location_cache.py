@@ -1,5 +1,5 @@
 """The router's location cache against a real redis-server: presence's scripts
-publish every change, and the cache must never answer with a connection that
+publish every change, and the cache must never return a connection that
 is gone or miss one that exists, across expiry, tenants and a broken feed."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ async def test_entry_ends_with_its_connection_ttl(presence_and_cache):
     presence, cache = presence_and_cache
     await heard(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, 1))
     assert conns(await cache.locate("acme", ["u1"])) == {"c1"}
-    # Nobody refreshes it and no sweep runs: no change is published, yet the
+    # No refresh and no sweep runs: no change is published, yet the
     # cached entry must end when the connection's TTL does.
     await asyncio.sleep(1.2)
     assert await cache.locate("acme", ["u1"]) == []
@@ -198,7 +198,7 @@ async def test_broken_feed_empties_the_cache_until_resubscribed(presence_and_cac
         with caplog.at_level(logging.WARNING, logger="prim.router.locations"):
             await admin.client_kill_filter(_type="pubsub")
             await until(lambda: "lost presence's change feed" in caplog.text)
-        # Changes made while nobody listens are lost; the cache is empty, so
+        # Changes made while no subscriber listens are lost; the cache is empty, so
         # the next lookups read Redis and see them.
         assert len(cache) == 0
         await presence.connect(user("acme", "u1", "c2", node_id="n2", platform="ios"), "multi", 5, TTL)
@@ -220,6 +220,7 @@ async def test_cache_stays_bounded(redis_server):
         for start in range(0, 200, 20):
             await cache.locate("acme", [f"b{i}" for i in range(start, start + 20)])
         assert len(cache) == 50
-        assert ("acme", "b199") in cache._entries and ("acme", "b0") not in cache._entries
+        assert ("acme", "b199") in cache._entries
+        assert ("acme", "b0") not in cache._entries
     finally:
         await cache.close()

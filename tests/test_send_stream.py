@@ -60,7 +60,7 @@ async def test_rotating_streams_lose_no_batch(cluster, monkeypatch):
 
 
 class StandInRouter(router_pb2_grpc.RouterServicer):
-    """Answers SendStream batches, or stays silent, as the test says."""
+    """Replies to SendStream batches, or stays silent, as the test sets."""
 
     def __init__(self):
         self.silent = False
@@ -92,7 +92,7 @@ async def older_send_batch(request, context):
 
 
 def older_router(server) -> None:
-    """Register a Router service that knows SendBatch only, as an older router's did."""
+    """Register a Router service with SendBatch only, as an older router had."""
     handler = grpc.unary_unary_rpc_method_handler(
         older_send_batch,
         request_deserializer=router_pb2.SendBatchRequest.FromString,
@@ -114,7 +114,7 @@ async def serve(servicer, port: int = 0):
     return server, port
 
 
-async def test_unanswered_batch_fails_at_the_deadline_and_the_stream_is_replaced():
+async def test_silent_router_batch_times_out():
     router = StandInRouter()
     server, port = await serve(router)
     peer = router_peer(f"127.0.0.1:{port}", TOKEN)

@@ -16,7 +16,7 @@ It keeps the unary call's promises:
   Neither is retried, since the router may have sent them (SendBatch is not
   retried either).
 * A stopping router reads no more batches and ends its calls cleanly once
-  it has answered the batches it read. The batches still waiting at a clean
+  it has replied to the batches it read. The batches still waiting at a clean
   end, and those whose write found the call ended, were never received, so
   each goes once more on a new call.
 * A router without SendStream (an older version during a rolling upgrade)
@@ -176,13 +176,13 @@ class SendLane:
             while True:
                 reply = await stream.call.read()
                 if reply is grpc.aio.EOF:
-                    # A clean end: the router answers every batch it read
+                    # A clean end: the router replies to every batch it read
                     # before it ends a call, so those still waiting were not read.
                     self._drop(stream)
                     self._unread(stream)
                     return
                 if reply.draining:
-                    # The router is stopping. It answers what it has read.
+                    # The router is stopping. It still replies to the batches it has read.
                     log.info("router is stopping; retiring the send stream", extra={"waiting": len(stream.waiting)})
                     self._retire(stream)
                     if stream.call.cancelled():

@@ -13,7 +13,7 @@ lookups from memory instead. It is correct only while it receives every change:
 * Nothing is cached until the subscription is confirmed, and everything is
   dropped when it breaks, since the changes in between are lost.
 * A read that overlapped any change is not cached: its reply may predate the
-  change. A counter of changes, compared before and after the read, tells.
+  change. A counter of changes, compared before and after the read, detects it.
 
 Like a read of Redis, the cache can miss a connection made a moment before
 the push; such a recipient finds the message with ``sync`` if it was stored.

@@ -28,7 +28,7 @@ HISTORY_LIMIT_MAX = 200
 KICK_REASONS = ("replaced", "revoked", "expired")
 # Batches of one SendStream call handled at once; the call waits past it.
 MAX_STREAM_BATCHES = 64
-# The reply that asks an edge to end its SendStream call; see end_streams.
+# The reply that requests an edge to end its SendStream call; see end_streams.
 DRAINING = router_pb2.SendStreamReply(draining=True)
 
 
@@ -185,7 +185,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         """Ask the edges to write no more on their SendStream calls, and to end them.
 
         Each edge half-closes its call once it has read this, and the batches
-        it wrote before are still read and answered, so none is lost. The
+        it wrote before are still read and replied to, so none is lost. The
         edge's next batch opens a new call, which another replica can take.
         """
         self._stopping = True
@@ -217,7 +217,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 await slots.acquire()
                 if not any(single.persist for single in request.requests):
                     # Online-only messages are never awaited (see _send_runs), so
-                    # the batch is answered here, without a task of its own.
+                    # the reply to the batch is built here, without a task of its own.
                     await answer(request)
                     continue
                 task = background.spawn(answer(request))
