@@ -5,7 +5,9 @@ cannot be made to show on demand (silence, a dropped call, an older router)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import types
 
 import grpc
 import pytest
@@ -114,12 +116,25 @@ async def serve(servicer, port: int = 0):
     return server, port
 
 
+@contextlib.asynccontextmanager
+async def lane_to(servicer, deadline: float):
+    """Serve ``servicer`` on a free port and yield a SendLane to it, with the server."""
+    served = types.SimpleNamespace()
+    served.server, served.port = await serve(servicer)
+    peer = router_peer(f"127.0.0.1:{served.port}", TOKEN)
+    served.lane = SendLane(peer, deadline=deadline)
+    try:
+        yield served
+    finally:
+        served.lane.close()
+        await peer.close()
+        await served.server.stop(0)
+
+
 async def test_silent_router_batch_times_out():
     router = StandInRouter()
-    server, port = await serve(router)
-    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
-    lane = SendLane(peer, deadline=0.3)
-    try:
+    async with lane_to(router, deadline=0.3) as served:
+        lane = served.lane
         assert (await lane.send([message(1)]))[0].reply.msg_id == "stream-m1"
         router.silent = True
         started = time.monotonic()
@@ -129,31 +144,25 @@ async def test_silent_router_batch_times_out():
         router.silent = False
         assert (await lane.send([message(3)]))[0].reply.msg_id == "stream-m3"
         assert lane.streams_opened == 2
-    finally:
-        lane.close()
-        await peer.close()
-        await server.stop(0)
 
 
 async def test_dropped_call_fails_waiting_batches_at_once():
     router = StandInRouter()
-    server, port = await serve(router)
-    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
-    lane = SendLane(peer, deadline=10.0)
-    try:
+    async with lane_to(router, deadline=10.0) as served:
+        lane = served.lane
         assert (await lane.send([message(1)]))[0].reply.msg_id == "stream-m1"
         router.silent = True
         waiting = asyncio.ensure_future(lane.send([message(2)]))
         while router.batches < 2:
             await asyncio.sleep(0.01)
         started = time.monotonic()
-        await server.stop(0)
+        await served.server.stop(0)
         with pytest.raises(Unavailable):
             await waiting
         assert time.monotonic() - started < 5.0
         # A router back at the same address gets the next batch on a new stream.
         router.silent = False
-        server, _ = await serve(router, port)
+        served.server, _ = await serve(router, served.port)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -162,26 +171,16 @@ async def test_dropped_call_fails_waiting_batches_at_once():
             except Unavailable:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.1)
-    finally:
-        lane.close()
-        await peer.close()
-        await server.stop(0)
 
 
 async def test_router_without_send_stream_gets_send_batch():
-    server, port = await serve(older_router)
-    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
-    lane = SendLane(peer, deadline=5.0)
-    try:
+    async with lane_to(older_router, deadline=5.0) as served:
+        lane = served.lane
         first, second = await asyncio.gather(lane.send([message(1)]), lane.send([message(2), message(3)]))
         assert [r.reply.msg_id for r in first] == ["unary-m1"]
         assert [r.reply.msg_id for r in second] == ["unary-m2", "unary-m3"]
         assert [r.reply.msg_id for r in await lane.send([message(4)])] == ["unary-m4"]
         assert lane.streams_opened == 1
-    finally:
-        lane.close()
-        await peer.close()
-        await server.stop(0)
 
 
 class SlowBatches(RouterServicer):
@@ -199,15 +198,12 @@ class SlowBatches(RouterServicer):
 
 async def test_draining_router_loses_and_repeats_no_batch():
     router = SlowBatches()
-    server, port = await serve(router)
-    peer = router_peer(f"127.0.0.1:{port}", TOKEN)
-    lane = SendLane(peer, deadline=5.0)
     answered: list[str] = []
     failed: list[tuple[str, str]] = []
     stop = asyncio.Event()
     counter = iter(range(1_000_000))
 
-    async def sender() -> None:
+    async def sender(lane: SendLane) -> None:
         while not stop.is_set():
             text = f"d{next(counter)}"
             request = router_pb2.SendRequest(
@@ -219,8 +215,9 @@ async def test_draining_router_loses_and_repeats_no_batch():
             except Unavailable as exc:
                 failed.append((text, exc.msg))
 
-    try:
-        senders = [asyncio.ensure_future(sender()) for _ in range(4)]
+    async with lane_to(router, deadline=5.0) as served:
+        lane = served.lane
+        senders = [asyncio.ensure_future(sender(lane)) for _ in range(4)]
         await asyncio.sleep(0.3)
         opened = lane.streams_opened
         router.end_streams()
@@ -232,7 +229,3 @@ async def test_draining_router_loses_and_repeats_no_batch():
         assert sorted(answered) == sorted(router.seen)
         assert len(set(router.seen)) == len(router.seen)
         assert lane.streams_opened > opened
-    finally:
-        lane.close()
-        await peer.close()
-        await server.stop(0)
