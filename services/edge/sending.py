@@ -77,9 +77,9 @@ class SendLane:
         try:
             return await self._send_on_stream(requests)
         except _NotWritten:
-            # A stopping router ends its calls: this batch was not written, or
-            # the router ended the call without reading it. Either way it never
-            # saw the batch, so a new call gets it once more.
+            # The call failed before this batch was written, or ended cleanly
+            # with it unread. Either way the router never saw the batch, so a
+            # new call gets it once more.
             try:
                 return await self._send_on_stream(requests)
             except _NotWritten as exc:
