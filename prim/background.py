@@ -21,3 +21,13 @@ def spawn(coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Ta
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task
+
+
+def cancelling() -> bool:
+    """Return whether the running task is being cancelled.
+
+    A gRPC call that was cancelled raises CancelledError in the task that
+    awaits it too; this tells that case from a cancellation of the task.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

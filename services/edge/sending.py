@@ -20,8 +20,8 @@ It keeps the unary call's promises:
   end, and those whose write found the call ended, were never received, so
   each goes once more on a new call.
 * A router without SendStream (an older version during a rolling upgrade)
-  returns UNIMPLEMENTED, having sent nothing; the lane then sends every
-  batch, those included, with SendBatch.
+  returns UNIMPLEMENTED and sends nothing. The lane then sends every batch
+  with SendBatch, those on the failed call included.
 
 A stream lives at most ``ROTATE_SECONDS``, less than the grace the router's
 gRPC server gives a connection past its maximum age, so a stream is retired
@@ -107,9 +107,9 @@ class SendLane:
                     self._drop(stream)
                     raise _NotWritten() from None
                 except (Exception, asyncio.CancelledError) as exc:
-                    # A write on a call that broke can raise CancelledError; only
+                    # A write on a call that broke can raise CancelledError. Only
                     # a cancellation of this task (or the timeout) ends the send.
-                    if _cancelling():
+                    if background.cancelling():
                         raise
                     self._broken(stream, exc)
                 return await future
@@ -195,7 +195,7 @@ class SendLane:
                     stream.call.cancel()
                     return
         except asyncio.CancelledError as exc:
-            if _cancelling():
+            if background.cancelling():
                 raise
             self._broken(stream, exc)
         except Exception as exc:
@@ -218,7 +218,7 @@ class SendLane:
                 future.set_exception(_NotWritten())
 
     def _broken(self, stream: _Stream, exc: BaseException) -> None:
-        """Fail the batches waiting on a stream that broke; the next batch opens a new one."""
+        """Fail the batches waiting on a stream that broke, so the next batch opens a new one."""
         self._drop(stream)
         stream.call.cancel()
         if isinstance(exc, (grpc.aio.AioRpcError, _EndedEarly)):
@@ -291,8 +291,3 @@ async def _half_close(stream: _Stream) -> None:
             await stream.call.done_writing()
     except (Exception, asyncio.CancelledError):
         stream.call.cancel()
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

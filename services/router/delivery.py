@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from prim import telemetry
+from prim import background, telemetry
 from prim.errors import PrimError
 from prim.pb import edge_pb2, edge_pb2_grpc, presence_pb2
 from prim.rpc import Peer
@@ -217,7 +217,7 @@ class NodeLane:
                 except (Exception, asyncio.CancelledError) as exc:
                     # A write on a call that _fail cancelled can raise
                     # CancelledError. Only a cancellation of this task ends it.
-                    if _cancelling():
+                    if background.cancelling():
                         raise
                     self._fail(call, exc)  # the stream broke; _fail settles what waits
         except Exception:
@@ -267,7 +267,7 @@ class NodeLane:
                 self._arm_deadline(call)
                 _settle_entries(entries, _accepted(reply, entries))
         except asyncio.CancelledError as exc:
-            if _cancelling():
+            if background.cancelling():
                 raise
             self._fail(call, exc)  # grpc's error for a call that was cancelled
         except Exception as exc:
@@ -344,12 +344,6 @@ class NodeLane:
         for task in (self._reader, self._sender):
             if task is not None:
                 task.cancel()
-
-
-def _cancelling() -> bool:
-    """Return whether the running task is being cancelled (not merely seeing a cancelled call)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _accepted(reply: edge_pb2.DeliverReply, entries) -> list[int]:
