@@ -20,7 +20,7 @@ from prim import metrics, rpc, telemetry
 from prim.config import Settings
 
 CHECK_INTERVAL = 2.0
-# Allocations between the collector's youngest passes; see settle_heap.
+# Allocations between the collector's youngest passes. See settle_heap.
 GC_GEN0_THRESHOLD = 5000
 
 log = logging.getLogger("prim.service")

@@ -47,7 +47,7 @@ async def until(condition, seconds: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def heard(cache: LocationCache, write) -> None:
+async def await_change(cache: LocationCache, write) -> None:
     """Run a presence write and wait until the cache has heard its change."""
     changes = cache._changes
     await write
@@ -70,9 +70,9 @@ async def presence_and_cache(redis_server):
     await presence.close()
 
 
-async def test_cache_answers_repeats_and_follows_changes(presence_and_cache):
+async def test_cache_follows_changes(presence_and_cache):
     presence, cache = presence_and_cache
-    await heard(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, TTL))
     assert conns(await cache.locate("acme", ["u1"])) == {"c1"}
 
     before = cached_lookups()
@@ -80,45 +80,45 @@ async def test_cache_answers_repeats_and_follows_changes(presence_and_cache):
     assert cached_lookups() == before + 1
 
     # A second device, on another node: the change drops the entry.
-    await heard(cache, presence.connect(user("acme", "u1", "c2", node_id="n2", platform="ios"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("acme", "u1", "c2", node_id="n2", platform="ios"), "multi", 5, TTL))
     await until(lambda: ("acme", "u1") not in cache._entries)
     located = await cache.locate("acme", ["u1"])
     assert {(loc.conn_id, loc.node_id) for loc in located} == {("c1", "n1"), ("c2", "n2")}
 
-    await heard(cache, presence.disconnect("acme", "u1", "c1"))
+    await await_change(cache, presence.disconnect("acme", "u1", "c1"))
     await until(lambda: ("acme", "u1") not in cache._entries)
     assert conns(await cache.locate("acme", ["u1"])) == {"c2"}
 
     # An offline user is remembered as offline until they connect.
     assert await cache.locate("acme", ["u2"]) == []
-    await heard(cache, presence.connect(user("acme", "u2", "c3"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("acme", "u2", "c3"), "multi", 5, TTL))
     await until(lambda: ("acme", "u2") not in cache._entries)
     assert conns(await cache.locate("acme", ["u2"])) == {"c3"}
 
 
 async def test_replaced_device_leaves_the_cache(presence_and_cache):
     presence, cache = presence_and_cache
-    await heard(cache, presence.connect(user("acme", "u1", "old"), "single", 1, TTL))
+    await await_change(cache, presence.connect(user("acme", "u1", "old"), "single", 1, TTL))
     assert conns(await cache.locate("acme", ["u1"])) == {"old"}
-    await heard(cache, presence.connect(user("acme", "u1", "new", node_id="n2"), "single", 1, TTL))
+    await await_change(cache, presence.connect(user("acme", "u1", "new", node_id="n2"), "single", 1, TTL))
     await until(lambda: ("acme", "u1") not in cache._entries)
     assert conns(await cache.locate("acme", ["u1"])) == {"new"}
 
 
 async def test_entries_keep_the_tenant(presence_and_cache):
     presence, cache = presence_and_cache
-    await heard(cache, presence.connect(user("acme", "u1", "acme-conn"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("acme", "u1", "acme-conn"), "multi", 5, TTL))
     assert conns(await cache.locate("acme", ["u1"])) == {"acme-conn"}
     assert await cache.locate("globex", ["u1"]) == []
-    await heard(cache, presence.connect(user("globex", "u1", "globex-conn"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("globex", "u1", "globex-conn"), "multi", 5, TTL))
     await until(lambda: ("globex", "u1") not in cache._entries)
     assert conns(await cache.locate("globex", ["u1"])) == {"globex-conn"}
     assert conns(await cache.locate("acme", ["u1"])) == {"acme-conn"}
 
 
-async def test_entry_ends_with_its_connection_ttl(presence_and_cache):
+async def test_entry_ends_with_ttl(presence_and_cache):
     presence, cache = presence_and_cache
-    await heard(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, 1))
+    await await_change(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, 1))
     assert conns(await cache.locate("acme", ["u1"])) == {"c1"}
     # No refresh and no sweep runs: no change is published, yet the
     # cached entry must end when the connection's TTL does.
@@ -138,8 +138,8 @@ async def test_entry_ends_with_its_connection_ttl(presence_and_cache):
 
 async def test_node_drain_and_sweep_publish(presence_and_cache):
     presence, cache = presence_and_cache
-    await heard(cache, presence.connect(user("acme", "u1", "c1", node_id="n1"), "multi", 5, TTL))
-    await heard(cache, presence.connect(user("acme", "u2", "c2", node_id="n1"), "multi", 5, 1))
+    await await_change(cache, presence.connect(user("acme", "u1", "c1", node_id="n1"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("acme", "u2", "c2", node_id="n1"), "multi", 5, 1))
     assert conns(await cache.locate("acme", ["u1", "u2"])) == {"c1", "c2"}
     await asyncio.sleep(1.1)
     assert await presence.sweep() == 1
@@ -167,7 +167,7 @@ class ChangingStore(RedisStore):
         return reply
 
 
-async def test_read_overlapping_a_change_is_not_kept(redis_server):
+async def test_overlapping_read_not_kept(redis_server):
     presence = make_store(redis_server)
     store = ChangingStore(redis_server, max_connections=8, timeout_seconds=2.0, pool_wait_seconds=2.0)
     cache = LocationCache(store)
@@ -175,7 +175,7 @@ async def test_read_overlapping_a_change_is_not_kept(redis_server):
     cache.start()
     try:
         await until(lambda: cache.following)
-        await heard(cache, presence.connect(user("acme", "r1", "early"), "multi", 5, TTL))
+        await await_change(cache, presence.connect(user("acme", "r1", "early"), "multi", 5, TTL))
         # The reply predates the connection "late" and is returned as read...
         assert conns(await cache.locate("acme", ["r1"])) == {"early"}
         # ...but not kept, so the next lookup reads again and finds both.
@@ -187,9 +187,9 @@ async def test_read_overlapping_a_change_is_not_kept(redis_server):
         await presence.close()
 
 
-async def test_broken_feed_empties_the_cache_until_resubscribed(presence_and_cache, redis_server, caplog):
+async def test_broken_feed_empties_cache(presence_and_cache, redis_server, caplog):
     presence, cache = presence_and_cache
-    await heard(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, TTL))
+    await await_change(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, TTL))
     assert conns(await cache.locate("acme", ["u1"])) == {"c1"}
     assert len(cache) == 1
 
@@ -198,14 +198,14 @@ async def test_broken_feed_empties_the_cache_until_resubscribed(presence_and_cac
         with caplog.at_level(logging.WARNING, logger="prim.router.locations"):
             await admin.client_kill_filter(_type="pubsub")
             await until(lambda: "lost presence's change feed" in caplog.text)
-        # Changes made while no subscriber listens are lost; the cache is empty, so
-        # the next lookups read Redis and see them.
+        # Changes made while no subscriber listens are lost. The cache is empty,
+        # so the next lookups read Redis and see them.
         assert len(cache) == 0
         await presence.connect(user("acme", "u1", "c2", node_id="n2", platform="ios"), "multi", 5, TTL)
         assert conns(await cache.locate("acme", ["u1"])) == {"c1", "c2"}
         await until(lambda: cache.following)
         assert conns(await cache.locate("acme", ["u1"])) == {"c1", "c2"}
-        await heard(cache, presence.disconnect("acme", "u1", "c2"))
+        await await_change(cache, presence.disconnect("acme", "u1", "c2"))
         await until(lambda: ("acme", "u1") not in cache._entries)
         assert conns(await cache.locate("acme", ["u1"])) == {"c1"}
     finally:

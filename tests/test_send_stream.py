@@ -146,7 +146,7 @@ async def test_silent_router_batch_times_out():
         assert lane.streams_opened == 2
 
 
-async def test_dropped_call_fails_waiting_batches_at_once():
+async def test_dropped_call_fails_waiting_batches():
     router = StandInRouter()
     async with lane_to(router, deadline=10.0) as served:
         lane = served.lane
@@ -173,7 +173,7 @@ async def test_dropped_call_fails_waiting_batches_at_once():
                 await asyncio.sleep(0.1)
 
 
-async def test_router_without_send_stream_gets_send_batch():
+async def test_older_router_gets_send_batch():
     async with lane_to(older_router, deadline=5.0) as served:
         lane = served.lane
         first, second = await asyncio.gather(lane.send([message(1)]), lane.send([message(2), message(3)]))
@@ -196,7 +196,7 @@ class SlowBatches(RouterServicer):
         return [router_pb2.SendResult(reply=router_pb2.SendReply(msg_id=r.message)) for r in requests]
 
 
-async def test_draining_router_loses_and_repeats_no_batch():
+async def test_draining_router_loses_no_batch():
     router = SlowBatches()
     answered: list[str] = []
     failed: list[tuple[str, str]] = []

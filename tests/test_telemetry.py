@@ -140,7 +140,7 @@ async def test_message_is_one_trace(traced, tenant):
     # the frame's trace context itself.
     assert ("prim-router", "", "/prim.v1.Router/SendStream", "SpanKind.SERVER") in seen
     # The router reads the recipients' connections from presence's Redis
-    # itself; the first lookup of a user is not cached yet.
+    # itself. The first lookup of a user is not cached yet.
     assert ("prim-router", "", "EVALSHA", "SpanKind.CLIENT") in seen
     # The push to u2 leaves through edge2, inside the same trace.
     assert ("prim-edge", "edge2", "/prim.v1.Edge/DeliverStream", "SpanKind.SERVER") in seen

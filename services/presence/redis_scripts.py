@@ -21,7 +21,7 @@ Every script that adds, moves or removes a user's connection publishes
 ``T\0user_id`` on the channel ``prim:presence:changes`` (see
 :data:`CHANGES_CHANNEL`), so that routers can cache what LOCATE returns and
 drop an entry when it changes. A refresh that only extends a live entry
-publishes nothing; an entry that expires unseen is bounded by the ms left that
+publishes nothing. An entry that expires unseen is bounded by the ms left that
 LOCATE returns with it.
 
 Ids never contain a NUL byte (they are checked against ``[A-Za-z0-9._@-]``), so

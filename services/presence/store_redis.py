@@ -210,26 +210,28 @@ class RedisStore(PresenceStore):
         Calls ``on_subscribed`` once the subscription is in place, then
         ``on_change(tenant, user_id)`` for each change the scripts publish.
         Raises Unavailable when the subscription breaks or Redis stops
-        answering its pings. Changes published until the caller subscribes
+        replying to its pings. Changes published until the caller subscribes
         again are lost, so it must forget whatever it learnt from them.
         """
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(scripts.CHANGES_CHANNEL)
-            heard = pinged = time.monotonic()
+            last_reply = pinged = time.monotonic()
             while True:
                 message = await pubsub.get_message(timeout=CHANGES_PING_SECONDS)
                 now = time.monotonic()
                 if message is not None:
-                    heard = now
+                    last_reply = now
                     if message["type"] == "message":
                         tenant, _, user_id = message["data"].decode().partition("\0")
                         on_change(tenant, user_id)
                     elif message["type"] == "subscribe":
                         on_subscribed()
                     continue
-                if now - heard > 3 * CHANGES_PING_SECONDS:
-                    raise Unavailable("redis stopped answering pings on the changes channel")
+                if now - last_reply > 3 * CHANGES_PING_SECONDS:
+                    raise Unavailable(
+                        f"redis did not reply to pings on the changes channel for {3 * CHANGES_PING_SECONDS:g} s"
+                    )
                 if now - pinged >= CHANGES_PING_SECONDS:
                     await pubsub.ping()
                     pinged = now

@@ -16,7 +16,7 @@ lookups from memory instead. It is correct only while it receives every change:
   change. A counter of changes, compared before and after the read, detects it.
 
 Like a read of Redis, the cache can miss a connection made a moment before
-the push; such a recipient finds the message with ``sync`` if it was stored.
+the push. Such a recipient finds the message with ``sync`` if it was stored.
 """
 
 from __future__ import annotations

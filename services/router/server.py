@@ -80,9 +80,9 @@ async def build(settings: Settings) -> App:
 
 
 def _presence_reader(settings: Settings) -> LocationCache | None:
-    """A cache of presence's Redis store, for locating users without a call to presence.
+    """Build and start a cache of presence's Redis store, which locates users without a call to presence.
 
-    None when PRIM_PRESENCE_REDIS_URL is unset.
+    Return None when PRIM_PRESENCE_REDIS_URL is unset.
     """
     if not settings.presence_redis_url or settings.presence_redis_url == MEMORY_URL:
         # memory:// is presence's own in-process store, which only presence reads.

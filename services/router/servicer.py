@@ -26,7 +26,7 @@ log = logging.getLogger("prim.router")
 SYNC_LIMIT_MAX = 500
 HISTORY_LIMIT_MAX = 200
 KICK_REASONS = ("replaced", "revoked", "expired")
-# Batches of one SendStream call handled at once; the call waits past it.
+# Batches of one SendStream call handled at once. Past it, reading waits.
 MAX_STREAM_BATCHES = 64
 # The reply that requests an edge to end its SendStream call; see end_streams.
 DRAINING = router_pb2.SendStreamReply(draining=True)
@@ -164,7 +164,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def SendStream(self, requests, context):
         # Each stored batch runs in a task of its own, as concurrent SendBatch
         # calls would, and its reply goes out when it is ready. The edge bounds
-        # its batches in flight; MAX_STREAM_BATCHES guards against one that does not.
+        # its batches in flight, and MAX_STREAM_BATCHES guards against one that does not.
         outbox: asyncio.Queue[router_pb2.SendStreamReply | None] = asyncio.Queue()
         # The edge waits for this header before its first batch; see SendLane.
         await context.send_initial_metadata(((SEND_STREAM_HEADER, "1"),))
@@ -224,7 +224,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except Exception as exc:
-            # The call broke; the batches already read still finish, unanswered.
+            # The call broke. The batches already read still finish, without a reply.
             log.info("send stream ended by its caller", extra={"peer": peer, "error": repr(exc)})
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
