@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from prim import devcluster, rpc
 from prim.auth.server import build
 from prim.auth.settings import SETTINGS
+from prim.auth.store import TOKEN_LOOKUP_CHUNK
 from prim.config import Settings
 from prim.errors import PrimError
 from prim.pb import auth_pb2, auth_pb2_grpc
@@ -460,6 +461,27 @@ async def test_verify_tokens_batch_keeps_each_result(auth):
     assert (unknown.code, unknown.msg) == (1003, "invalid or expired token")
     assert not unknown.HasField("info")
     assert (last.code, last.info.user_id, last.info.app_platform) == (0, "bob", "ios")
+
+
+async def test_verify_tokens_batch_larger_than_a_lookup_chunk(auth):
+    # The batch spans three lookup queries; each answer lands at its own index.
+    await auth.tenant("acme")
+    await auth.tenant("globex")
+    count = 2 * TOKEN_LOOKUP_CHUNK + 5
+    tokens = []
+    for n in range(count):
+        tenant = "acme" if n % 2 else "globex"
+        tokens.append((tenant, f"u{n}", (await auth.token(tenant, f"u{n}")).token))
+    requests = []
+    for n, (_, _, token) in enumerate(tokens):
+        requests.append(auth_pb2.VerifyTokenRequest(token=token if n % 7 else f"bad-{n}"))
+    reply = await auth.peer.call("VerifyTokens", auth_pb2.VerifyTokensRequest(requests=requests))
+    assert len(reply.results) == count
+    for n, result in enumerate(reply.results):
+        if n % 7 == 0:
+            assert result.code == 1003, n
+        else:
+            assert (result.code, result.info.tenant, result.info.user_id) == (0, *tokens[n][:2]), n
 
 
 async def test_verify_token_rejects_expired(auth):
