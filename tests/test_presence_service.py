@@ -202,6 +202,29 @@ async def test_late_disconnect_keeps_newer(presence):
     assert await located_conns(presence, "acme", "u1") == ["c2"]
 
 
+async def test_disconnect_batch_keeps_each_result(presence):
+    """DisconnectBatch removes each entry as Disconnect would and reports each failure alone."""
+    await connect(presence, record(conn="c1"))
+    await connect(presence, record(user_id="u2", conn="c2"))
+    await connect(presence, record(tenant="globex", conn="c3"))
+    requests = [
+        pb.DisconnectRequest(tenant="acme", user_id="u1", conn_id="c1"),
+        pb.DisconnectRequest(tenant="", user_id="u2", conn_id="c2"),
+        # Another tenant's connection id is not reachable from acme.
+        pb.DisconnectRequest(tenant="acme", user_id="u1", conn_id="c3"),
+        pb.DisconnectRequest(tenant="acme", user_id="u2", conn_id="c2"),
+    ]
+    reply = await presence.call("DisconnectBatch", pb.DisconnectBatchRequest(requests=requests))
+
+    removed, invalid, foreign, second = reply.results
+    assert (removed.code, removed.reply.removed) == (0, True)
+    assert (invalid.code, invalid.msg) == (1001, "invalid tenant '': must be 1-64 letters, digits or ._-@")
+    assert (foreign.code, foreign.reply.removed) == (0, False)
+    assert (second.code, second.reply.removed) == (0, True)
+    assert await located_conns(presence, "acme", "u1", "u2") == []
+    assert await located_conns(presence, "globex", "u1") == ["c3"]
+
+
 async def test_disconnect_removes_own_entry(presence):
     await connect(presence, record(conn="c1"))
 

@@ -63,6 +63,28 @@ class DisconnectReply(_message.Message):
     removed: bool
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
+class DisconnectBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[DisconnectRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[DisconnectRequest, _Mapping]]] = ...) -> None: ...
+
+class DisconnectResult(_message.Message):
+    __slots__ = ("reply", "code", "msg")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MSG_FIELD_NUMBER: _ClassVar[int]
+    reply: DisconnectReply
+    code: int
+    msg: str
+    def __init__(self, reply: _Optional[_Union[DisconnectReply, _Mapping]] = ..., code: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class DisconnectBatchReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DisconnectResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[DisconnectResult, _Mapping]]] = ...) -> None: ...
+
 class RefreshRequest(_message.Message):
     __slots__ = ("node_id", "users", "ttl_seconds")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

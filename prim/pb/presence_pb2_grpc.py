@@ -49,6 +49,11 @@ class PresenceStub:
                 request_serializer=prim_dot_pb_dot_presence__pb2.DisconnectRequest.SerializeToString,
                 response_deserializer=prim_dot_pb_dot_presence__pb2.DisconnectReply.FromString,
                 _registered_method=True)
+        self.DisconnectBatch = channel.unary_unary(
+                '/prim.v1.Presence/DisconnectBatch',
+                request_serializer=prim_dot_pb_dot_presence__pb2.DisconnectBatchRequest.SerializeToString,
+                response_deserializer=prim_dot_pb_dot_presence__pb2.DisconnectBatchReply.FromString,
+                _registered_method=True)
         self.Refresh = channel.unary_unary(
                 '/prim.v1.Presence/Refresh',
                 request_serializer=prim_dot_pb_dot_presence__pb2.RefreshRequest.SerializeToString,
@@ -108,6 +113,14 @@ class PresenceServicer:
 
     def Disconnect(self, request, context):
         """Remove a connection, only if the entry still belongs to that conn_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisconnectBatch(self, request, context):
+        """Remove several connections in one call, each as Disconnect would; each
+        gets its own result. Edges batch the disconnects of a closing storm.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +193,11 @@ def add_PresenceServicer_to_server(servicer, server):
                     servicer.Disconnect,
                     request_deserializer=prim_dot_pb_dot_presence__pb2.DisconnectRequest.FromString,
                     response_serializer=prim_dot_pb_dot_presence__pb2.DisconnectReply.SerializeToString,
+            ),
+            'DisconnectBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisconnectBatch,
+                    request_deserializer=prim_dot_pb_dot_presence__pb2.DisconnectBatchRequest.FromString,
+                    response_serializer=prim_dot_pb_dot_presence__pb2.DisconnectBatchReply.SerializeToString,
             ),
             'Refresh': grpc.unary_unary_rpc_method_handler(
                     servicer.Refresh,
@@ -298,6 +316,33 @@ class Presence:
             '/prim.v1.Presence/Disconnect',
             prim_dot_pb_dot_presence__pb2.DisconnectRequest.SerializeToString,
             prim_dot_pb_dot_presence__pb2.DisconnectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisconnectBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prim.v1.Presence/DisconnectBatch',
+            prim_dot_pb_dot_presence__pb2.DisconnectBatchRequest.SerializeToString,
+            prim_dot_pb_dot_presence__pb2.DisconnectBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

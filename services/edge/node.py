@@ -80,6 +80,10 @@ class EdgeNode:
         self._connects: Coalescer[presence_pb2.ConnectRequest, presence_pb2.ConnectReply] = (
             Coalescer(self._connect_batch, max_batch=256, max_in_flight=4)
         )
+        # So do the removals of a closing storm, such as a network drop.
+        self._disconnects: Coalescer[presence_pb2.DisconnectRequest, presence_pb2.DisconnectReply] = (
+            Coalescer(self._disconnect_batch, max_batch=256, max_in_flight=4)
+        )
         self._tasks: list[asyncio.Task] = []
         self._refresh_task: asyncio.Task | None = None
         # Set when the node drains: the refresh loop ends after its current round.
@@ -90,6 +94,14 @@ class EdgeNode:
     ) -> list[presence_pb2.ConnectReply | PrimError]:
         reply = await self.presence.call(
             "ConnectBatch", presence_pb2.ConnectBatchRequest(requests=requests)
+        )
+        return _batch_outcomes(reply.results, "reply")
+
+    async def _disconnect_batch(
+        self, requests: list[presence_pb2.DisconnectRequest]
+    ) -> list[presence_pb2.DisconnectReply | PrimError]:
+        reply = await self.presence.call(
+            "DisconnectBatch", presence_pb2.DisconnectBatchRequest(requests=requests)
         )
         return _batch_outcomes(reply.results, "reply")
 
@@ -222,9 +234,8 @@ class EdgeNode:
         if not self.hub.remove(conn):
             return
         try:
-            await self.presence.call(
-                "Disconnect",
-                presence_pb2.DisconnectRequest(tenant=conn.tenant, user_id=conn.user_id, conn_id=conn.conn_id),
+            await self._disconnects.submit(
+                presence_pb2.DisconnectRequest(tenant=conn.tenant, user_id=conn.user_id, conn_id=conn.conn_id)
             )
         except PrimError as exc:
             # The entry expires with its TTL instead.

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -122,6 +122,58 @@ def check_address(field: str, value: str) -> str:
     return value
 
 
+def _disconnect_args(request) -> tuple[str, str, str]:
+    """Check a DisconnectRequest and return the store's disconnect arguments."""
+    check_id("tenant", request.tenant)
+    check_user_id("user_id", request.user_id)
+    check_id("conn_id", request.conn_id)
+    return request.tenant, request.user_id, request.conn_id
+
+
+async def _run_batch(
+    method: str,
+    requests: Sequence[Any],
+    check: Callable[[Any], tuple],
+    run_many: Callable[[list[tuple]], Awaitable[list[Any]]],
+    success: Callable[[Any], Any],
+    result_type: Callable[..., Any],
+) -> list[Any]:
+    """Carry out a batch call: one result per request, in request order.
+
+    ``check`` turns each request into store arguments or raises PrimError;
+    the valid requests go to ``run_many`` together, which pipelines them.
+    A request that fails gets a result with its contract code and message,
+    and the others go on.
+    """
+    outcomes: list[Any] = [None] * len(requests)
+    valid: list[tuple[int, tuple]] = []
+    for index, single in enumerate(requests):
+        try:
+            valid.append((index, check(single)))
+        except PrimError as exc:
+            outcomes[index] = exc
+    if valid:
+        try:
+            stored = await run_many([args for _, args in valid])
+        except Exception as exc:  # noqa: BLE001 - each request of the batch gets it
+            stored = [exc] * len(valid)
+        for (index, _), result in zip(valid, stored, strict=True):
+            outcomes[index] = result
+    results = []
+    for single, outcome in zip(requests, outcomes, strict=True):
+        if not isinstance(outcome, BaseException):
+            results.append(success(outcome))
+            continue
+        if isinstance(outcome, PrimError):
+            _log_failure(method, single, outcome)
+        else:
+            fields = {"method": method, "error": repr(outcome), **_request_ids(single)}
+            log.error("call failed", extra=fields)
+            outcome = PrimError(Code.SERVER_ERROR, f"presence {method} failed")
+        results.append(result_type(code=int(outcome.code), msg=outcome.msg))
+    return results
+
+
 class PresenceServicer(presence_pb2_grpc.PresenceServicer):
     def __init__(self, store: PresenceStore):
         self._store = store
@@ -131,37 +183,16 @@ class PresenceServicer(presence_pb2_grpc.PresenceServicer):
         return await self._connect(request)
 
     async def ConnectBatch(self, request, context):
-        # Valid requests go to the store together, which pipelines them.
-        outcomes: list = [None] * len(request.requests)
-        valid: list[tuple[int, tuple]] = []
-        for index, single in enumerate(request.requests):
-            try:
-                valid.append((index, self._connect_args(single)))
-            except PrimError as exc:
-                outcomes[index] = exc
-        if valid:
-            try:
-                stored = await self._store.connect_many([args for _, args in valid])
-            except Exception as exc:  # noqa: BLE001 - each request of the batch gets it
-                stored = [exc] * len(valid)
-            for (index, _), result in zip(valid, stored, strict=True):
-                outcomes[index] = (
-                    result if isinstance(result, Exception) else presence_pb2.ConnectReply(replaced=result)
-                )
-        results = []
-        for single, outcome in zip(request.requests, outcomes, strict=True):
-            if isinstance(outcome, presence_pb2.ConnectReply):
-                results.append(presence_pb2.ConnectResult(reply=outcome))
-                continue
-            if isinstance(outcome, PrimError):
-                _log_failure("ConnectBatch", single, outcome)
-            else:
-                log.error(
-                    "call failed",
-                    extra={"method": "ConnectBatch", "error": repr(outcome), **_request_ids(single)},
-                )
-                outcome = PrimError(Code.SERVER_ERROR, "presence ConnectBatch failed")
-            results.append(presence_pb2.ConnectResult(code=int(outcome.code), msg=outcome.msg))
+        results = await _run_batch(
+            "ConnectBatch",
+            request.requests,
+            self._connect_args,
+            self._store.connect_many,
+            lambda replaced: presence_pb2.ConnectResult(
+                reply=presence_pb2.ConnectReply(replaced=replaced)
+            ),
+            presence_pb2.ConnectResult,
+        )
         return presence_pb2.ConnectBatchReply(results=results)
 
     def _connect_args(self, request) -> tuple:
@@ -181,11 +212,21 @@ class PresenceServicer(presence_pb2_grpc.PresenceServicer):
 
     @rpc_method
     async def Disconnect(self, request, context):
-        check_id("tenant", request.tenant)
-        check_user_id("user_id", request.user_id)
-        check_id("conn_id", request.conn_id)
-        removed = await self._store.disconnect(request.tenant, request.user_id, request.conn_id)
+        removed = await self._store.disconnect(*_disconnect_args(request))
         return presence_pb2.DisconnectReply(removed=removed)
+
+    async def DisconnectBatch(self, request, context):
+        results = await _run_batch(
+            "DisconnectBatch",
+            request.requests,
+            _disconnect_args,
+            self._store.disconnect_many,
+            lambda removed: presence_pb2.DisconnectResult(
+                reply=presence_pb2.DisconnectReply(removed=removed)
+            ),
+            presence_pb2.DisconnectResult,
+        )
+        return presence_pb2.DisconnectBatchReply(results=results)
 
     @rpc_method
     async def Refresh(self, request, context):

@@ -94,6 +94,21 @@ class PresenceStore(abc.ABC):
     async def disconnect(self, tenant: str, user_id: str, conn_id: str) -> bool:
         """Remove the entry of ``conn_id`` if it belongs to ``user_id``. Return if it was live."""
 
+    async def disconnect_many(
+        self, requests: Sequence[tuple[str, str, str]]
+    ) -> list[bool | Exception]:
+        """:meth:`disconnect` for each ``(tenant, user_id, conn_id)``, in order.
+
+        A request that fails gets its exception in its place; the others go on.
+        """
+        results: list[bool | Exception] = []
+        for request in requests:
+            try:
+                results.append(await self.disconnect(*request))
+            except Exception as exc:  # noqa: BLE001 - returned in the request's place
+                results.append(exc)
+        return results
+
     @abc.abstractmethod
     async def refresh(self, node_id: str, users: Sequence[User], ttl_seconds: int) -> int:
         """Upsert a node's connection records and refresh the node. Return the count written."""

@@ -152,6 +152,18 @@ class RedisStore(PresenceStore):
         return bool(await self._disconnect(keys=[_meta_key(tenant)], args=args))
 
     @_unavailable_on_connection_error
+    async def disconnect_many(
+        self, requests: Sequence[tuple[str, str, str]]
+    ) -> list[bool | Exception]:
+        # One pipeline, as for connect_many: a closing storm removes hundreds at once.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant, user_id, conn_id in requests:
+                args = [tenant, user_id, conn_id]
+                await self._disconnect(keys=[_meta_key(tenant)], args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        return [reply if isinstance(reply, Exception) else bool(reply) for reply in replies]
+
+    @_unavailable_on_connection_error
     async def refresh(self, node_id: str, users: Sequence[User], ttl_seconds: int) -> int:
         by_tenant: dict[str, list[User]] = {}
         for user in users:
