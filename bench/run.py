@@ -388,6 +388,7 @@ def brief(result: dict) -> dict:
         "error",
         "insert_one_per_second",
         "insert_many_per_second",
+        "timeline_messages_per_second",
         "server_drops",
     )
     return {key: result[key] for key in keys if key in result}

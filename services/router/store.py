@@ -45,6 +45,12 @@ from prim.messages import wire_message
 log = logging.getLogger("prim.router.store")
 
 DEDUP_DAYS = 2
+# The timeline's secondary indexes, with create_index options: a user's pages
+# and sync by seq, and one conversation's pages.
+TIMELINE_INDEXES: tuple[tuple[list[tuple[str, int]], dict[str, Any]], ...] = (
+    ([("tenant", ASCENDING), ("user", ASCENDING), ("seq", ASCENDING)], {"unique": True}),
+    ([("tenant", ASCENDING), ("user", ASCENDING), ("peer", ASCENDING), ("seq", ASCENDING)], {}),
+)
 BROADCAST_KEY = "#broadcast"
 
 
@@ -176,12 +182,8 @@ class MessageStore:
         self._writer: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self.timeline.create_index(
-            [("tenant", ASCENDING), ("user", ASCENDING), ("seq", ASCENDING)], unique=True
-        )
-        await self.timeline.create_index(
-            [("tenant", ASCENDING), ("user", ASCENDING), ("peer", ASCENDING), ("seq", ASCENDING)]
-        )
+        for keys, options in TIMELINE_INDEXES:
+            await self.timeline.create_index(keys, **options)
         await self.broadcasts.create_index([("tenant", ASCENDING), ("seq", ASCENDING)], unique=True)
         await self.dedup.create_index("at", expireAfterSeconds=DEDUP_DAYS * 86400)
         self._writer = asyncio.create_task(self._write_loop())
@@ -457,7 +459,7 @@ def _documents(
                 item.sender_seq = seq
             if user == item.to:
                 item.recipient_seq = seq
-            docs.append(_timeline_doc(item, user, seq))
+            docs.append(timeline_doc(item, user, seq))
         if item.client_msg_id:
             dedup_docs.append(
                 {
@@ -497,7 +499,8 @@ def _timeline_users(item: Outgoing) -> list[str]:
     return [item.sender_id] if item.to == item.sender_id else [item.sender_id, item.to]
 
 
-def _timeline_doc(item: Outgoing, user: str, seq: int) -> dict[str, Any]:
+def timeline_doc(item: Outgoing, user: str, seq: int) -> dict[str, Any]:
+    """The document of ``item`` on ``user``'s timeline at ``seq``."""
     return {
         "tenant": item.tenant,
         "user": user,
