@@ -5,6 +5,7 @@ is gone or miss one that exists, across expiry, tenants and a broken feed."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -150,11 +151,13 @@ async def test_node_drain_and_sweep_publish(presence_and_cache):
 
 
 class ChangingStore(RedisStore):
-    """Makes a real change in Redis while a read is on its way back."""
+    """Makes real changes in Redis while the first read is on its way back:
+    a connection "late" for the read's first user, or "late-USER" for each user in ``to_change``."""
 
     presence: RedisStore
     cache: LocationCache
     changed = False
+    to_change: list[str] = []
 
     async def locate_expiring(self, tenant, user_ids):
         reply = await super().locate_expiring(tenant, user_ids)
@@ -162,9 +165,47 @@ class ChangingStore(RedisStore):
             return reply
         self.changed = True
         changes = self.cache._changes
-        await self.presence.connect(user(tenant, user_ids[0], "late"), "multi", 5, TTL)
-        await until(lambda: self.cache._changes > changes)
+        conn_ids = {user_id: f"late-{user_id}" for user_id in self.to_change} or {user_ids[0]: "late"}
+        for user_id, conn_id in conn_ids.items():
+            await self.presence.connect(user(tenant, user_id, conn_id), "multi", 5, TTL)
+        await until(lambda: self.cache._changes >= changes + len(conn_ids))
         return reply
+
+
+@pytest.fixture
+async def changing(redis_server):
+    """A cache whose store changes presence during its first read, and a presence store."""
+    presence = make_store(redis_server)
+    store = ChangingStore(redis_server, max_connections=8, timeout_seconds=2.0, pool_wait_seconds=2.0)
+    cache = LocationCache(store)
+    store.presence, store.cache = presence, cache
+    cache.start()
+    await until(lambda: cache.following)
+    await presence._redis.flushdb()
+    yield presence, store, cache
+    await cache.close()
+    await presence.close()
+
+
+async def test_overlapping_read_keeps_only_unchanged_users(changing):
+    presence, store, cache = changing
+    store.to_change = ["r1", "other"]
+    await await_change(cache, presence.connect(user("acme", "r2", "c2"), "multi", 5, TTL))
+    # Changes to r1 and to a user the read did not ask for arrive while it is on its way.
+    assert conns(await cache.locate("acme", ["r1", "r2"])) == {"c2"}
+    assert ("acme", "r1") not in cache._entries
+    assert ("acme", "r2") in cache._entries
+    assert conns(await cache.locate("acme", ["r1", "r2"])) == {"late-r1", "c2"}
+
+
+async def test_read_spanning_forgotten_changes_keeps_nothing(changing):
+    presence, store, cache = changing
+    store.to_change = ["x1", "x2"]
+    cache._recent = collections.deque(maxlen=1)
+    assert conns(await cache.locate("acme", ["r1"])) == set()
+    # Only the last of the two changes is remembered, so the read cannot tell
+    # whether the first touched r1.
+    assert len(cache) == 0
 
 
 async def test_overlapping_read_not_kept(redis_server):

@@ -12,8 +12,12 @@ lookups from memory instead. It is correct only while it receives every change:
   without a word, ends on its own.
 * Nothing is cached until the subscription is confirmed, and everything is
   dropped when it breaks, since the changes in between are lost.
-* A read that overlapped any change is not cached: its reply may predate the
-  change. A counter of changes, compared before and after the read, detects it.
+* A user whose change was heard while a read of them was on its way is not
+  cached from that read: the reply may predate the change. Each change gets
+  a number, and the last ``RECENT_CHANGES`` are kept with their users, so a
+  read keeps the users of its reply that no change touched meanwhile. A read
+  that spanned more changes than that, or a subscription made or lost, keeps
+  nothing.
 
 Like a read of Redis, the cache can miss a connection made a moment before
 the push. Such a recipient finds the message with ``sync`` if it was stored.
@@ -39,6 +43,9 @@ log = logging.getLogger("prim.router.locations")
 MAX_USERS = 100_000
 # Maximum age of an entry, which bounds how long an offline user is remembered.
 MAX_AGE_SECONDS = 60.0
+# Changes remembered with their users, for reads still on their way. Under
+# heavy connect churn one lookup spans at most a few hundred.
+RECENT_CHANGES = 4096
 # First and longest wait before subscribing again after the feed broke.
 RETRY_SECONDS = (0.1, 5.0)
 
@@ -54,8 +61,13 @@ class LocationCache:
         self.max_age = max_age
         # (tenant, user_id) -> (monotonic expiry, locations)
         self._entries: dict[tuple[str, str], tuple[float, list[Location]]] = {}
-        # Changes heard, and subscriptions made or lost: a read spanning any is not kept.
+        # Number of the last change heard, and the recent ones with their users.
         self._changes = 0
+        self._recent: collections.deque[tuple[int, tuple[str, str]]] = collections.deque(
+            maxlen=RECENT_CHANGES
+        )
+        # Subscriptions made or lost: a read spanning one keeps nothing.
+        self._epoch = 0
         self._following = False
         self._retry_in = RETRY_SECONDS[0]
         self._follower: asyncio.Task | None = None
@@ -92,12 +104,28 @@ class LocationCache:
         count_location_lookups(hits=len(unique_ids) - len(missing), misses=len(missing))
         if not missing:
             return found
-        changes = self._changes
+        changes, epoch = self._changes, self._epoch
         located = await self.store.locate_expiring(tenant, missing)
-        if self._following and changes == self._changes:
-            self._keep(tenant, missing, located, now)
+        if self._following and epoch == self._epoch:
+            self._keep_unchanged(tenant, missing, located, now, changes)
         found += [location for location, _ in located]
         return found
+
+    def _keep_unchanged(
+        self, tenant: str, user_ids: list[str], located, read_at: float, mark: int
+    ) -> None:
+        """Keep what a read found for the users no change touched after change number ``mark``."""
+        if mark != self._changes:
+            if not self._recent or self._recent[0][0] > mark + 1:
+                return  # the read spanned more changes than are remembered
+            changed = set()
+            for number, key in reversed(self._recent):
+                if number <= mark:
+                    break
+                changed.add(key)
+            user_ids = [user_id for user_id in user_ids if (tenant, user_id) not in changed]
+            located = [entry for entry in located if (tenant, entry[0].user_id) not in changed]
+        self._keep(tenant, user_ids, located, read_at)
 
     def _keep(self, tenant: str, user_ids: list[str], located, read_at: float) -> None:
         by_user: dict[str, list[Location]] = collections.defaultdict(list)
@@ -115,6 +143,7 @@ class LocationCache:
 
     def _changed(self, tenant: str, user_id: str) -> None:
         self._changes += 1
+        self._recent.append((self._changes, (tenant, user_id)))
         self._entries.pop((tenant, user_id), None)
 
     def _subscribed(self) -> None:
@@ -124,7 +153,7 @@ class LocationCache:
         log.info("following presence changes; caching locations")
 
     def _forget(self) -> None:
-        self._changes += 1
+        self._epoch += 1
         self._following = False
         self._entries.clear()
 
