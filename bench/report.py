@@ -439,9 +439,9 @@ What keeps prim from the targets it misses, as measured while building it:
   Mongo stand-in's profile below shows its time in index maintenance, while
   insert_many of plain documents updates one index per document. Row 3c
   measures the stand-in on prim's own timeline documents and indexes,
-  without counters or transaction: that alone is several times slower than
-  plain documents, so 0.7× of the plain rate is out of reach for any design
-  that keeps a queryable timeline per user on this server.
+  without counters or transaction. That alone is several times slower than
+  plain documents. So on this server, 0.7× of the plain rate is out of reach
+  for any design that keeps a queryable timeline per user.
 
 ## Results
 

@@ -500,7 +500,7 @@ def _timeline_users(item: Outgoing) -> list[str]:
 
 
 def timeline_doc(item: Outgoing, user: str, seq: int) -> dict[str, Any]:
-    """The document of ``item`` on ``user``'s timeline at ``seq``."""
+    """Build the document of ``item`` on ``user``'s timeline at ``seq``."""
     return {
         "tenant": item.tenant,
         "user": user,
