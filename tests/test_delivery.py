@@ -194,6 +194,7 @@ class _Socket:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
+        self.writes: list[list[bytes]] = []  # the frames of each write call
         self.resumed = asyncio.Event()
         self.resumed.set()
 
@@ -205,6 +206,7 @@ class _Socket:
 
     def write_text_frames(self, payloads) -> bool:
         self.written.extend(payloads)
+        self.writes.append(list(payloads))
         return True
 
     async def wait_writable(self) -> None:
@@ -246,6 +248,26 @@ async def test_paused_socket_queues_in_order_then_overflows():
     await asyncio.sleep(0)
     assert conn.closed and closed == [1008]
     assert socket.written == [b"a", b"b", b"c"]
+
+
+async def test_push_frames_writes_once_then_counts():
+    socket = _Socket()
+    closed = []
+
+    async def close(code: int, reason: str) -> None:
+        closed.append(code)
+
+    conn = Connection("c1", socket, close, max_frames=2, max_bytes=10_000)
+    assert conn.push_frames([b"a", b"b"], "msg") == 2
+    assert socket.writes == [[b"a", b"b"]]
+
+    socket.resumed.clear()  # the transport paused: frames queue, up to max_frames
+    assert conn.push_frames([b"c", b"d", b"e"], "msg") == 2
+    await asyncio.sleep(0)
+    assert conn.closed
+    assert closed == [1008]
+    assert conn.push_frames([b"f"], "msg") == 0
+    assert socket.written == [b"a", b"b"]
 
 
 # Idempotent send

@@ -93,6 +93,14 @@ class Connection:
         after a higher seq is dropped, because the client already saw the
         gap and fetches it with ``sync``.
         """
+        return self.take_seq(seq) and self.push(frame, cmd)
+
+    def take_seq(self, seq: int) -> bool:
+        """Record that a push at timeline position ``seq`` goes out next (0 for none).
+
+        Return False for a push that comes after a higher seq, which
+        :meth:`push_message` drops.
+        """
         if seq:
             if seq <= self.last_pushed_seq:
                 log.debug(
@@ -101,7 +109,25 @@ class Connection:
                 )
                 return False
             self.last_pushed_seq = seq
-        return self.push(frame, cmd)
+        return True
+
+    def push_frames(self, frames: Sequence[bytes], cmd: str) -> int:
+        """Write or queue several frames of ``cmd`` in order, with one write while the transport takes data.
+
+        Return how many were written or queued: fewer than given when the
+        connection is closed or its queue overflowed on the next one.
+        """
+        if self.closed:
+            return 0
+        if self._writer is None and self._io.can_write():
+            if not self._io.write_text_frames(frames):
+                return 0
+            metrics.count_frames_sent(cmd, len(frames))
+            return len(frames)
+        for count, frame in enumerate(frames):
+            if not self.push(frame, cmd):
+                return count
+        return len(frames)
 
     def push(self, frame: bytes, cmd: str) -> bool:
         """Write or queue a frame whose cmd is ``cmd``; return False when the connection is

@@ -56,6 +56,12 @@ def _after_seq(data: dict) -> int:
     return after
 
 
+def _error_frame(error: PrimError, frame_seq: str, cmd: str) -> bytes:
+    """Encode the error reply to a request, and count the error for telemetry."""
+    telemetry.record_error(error, "websocket")
+    return frames.encode_error(error, frame_seq, cmd)
+
+
 class Session:
     def __init__(self, node: EdgeNode, websocket: WebSocket):
         self.node = node
@@ -89,8 +95,7 @@ class Session:
         self.conn.push(frames.encode_reply(frame_seq, cmd, 200, data), cmd)
 
     def reply_error(self, error: PrimError, frame_seq: str = "", cmd: str = "") -> None:
-        telemetry.record_error(error, "websocket")
-        self.conn.push(frames.encode_error(error, frame_seq, cmd), cmd)
+        self.conn.push(_error_frame(error, frame_seq, cmd), cmd)
 
     # Lifecycle
 
@@ -290,19 +295,24 @@ class Session:
                 group, self._msgs = self._msgs, []
                 requests = [r for _, r in group if isinstance(r, router_pb2.SendRequest)]
                 replies = iter(self.node.send_messages(requests) if requests else ())
+                # The group went out in one batch, so its replies come back
+                # together and leave in one socket write, in request order.
+                out: list[bytes] = []
                 for frame_seq, request in group:
                     if isinstance(request, PrimError):
-                        self.reply_error(request, frame_seq, "msg")
+                        out.append(_error_frame(request, frame_seq, "msg"))
                         continue
                     try:
                         reply = await next(replies)
                     except PrimError as exc:
-                        self.reply_error(exc, frame_seq, "msg")
+                        out.append(_error_frame(exc, frame_seq, "msg"))
                     except Exception:
                         log.exception("request failed", extra={**self._ids(), "cmd": "msg"})
-                        self.reply_error(PrimError(Code.SERVER_ERROR, "server error"), frame_seq, "msg")
+                        out.append(_error_frame(PrimError(Code.SERVER_ERROR, "server error"), frame_seq, "msg"))
                     else:
-                        self.reply(frame_seq, "msg", {"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time})
+                        data = {"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time}
+                        out.append(frames.encode_reply(frame_seq, "msg", 200, data))
+                self.conn.push_frames(out, "msg")
         finally:
             self._msg_sender = None
 
