@@ -118,12 +118,11 @@ def targets(results: dict) -> list[list[str]]:
         )
     )
     rows.append(
-        ratio_row(
-            "3c. the same against insert_many of prim's timeline documents (for reference)",
+        reference_row(
+            "3c. the same against insert_many of prim's timeline documents",
             stored,
             value(results, "prim", "mongo_insert", "timeline_messages_per_second"),
             "timeline insert_many",
-            0.7,
             "msg/s",
         )
     )
@@ -178,6 +177,17 @@ def ratio_row(label, ours, theirs, reference, needed: float, unit: str) -> list[
 
 def verdict(met) -> str:
     return {True: "met", False: "**not met**", None: "not measured"}[met]
+
+
+def reference_row(label, ours, theirs, reference, unit: str) -> list[str]:
+    """A row that shows a ratio for context, with no target to meet."""
+    return [
+        label,
+        number(ours, 0, f" {unit}"),
+        f"{number(theirs, 0, f' {unit}')} ({reference})",
+        ratio_text(ours, theirs),
+        "reference",
+    ]
 
 
 # Tables
@@ -441,7 +451,8 @@ What keeps prim from the targets it misses, as measured while building it:
   measures the stand-in on prim's own timeline documents and indexes,
   without counters or transaction. That alone is several times slower than
   plain documents. So on this server, 0.7× of the plain rate is out of reach
-  for any design that keeps a queryable timeline per user.
+  for prim's layout of two indexed documents per message. Other layouts were
+  not measured.
 
 ## Results
 

@@ -83,6 +83,13 @@ class PrimError(Exception):
         return f"PrimError({self.code.value}, {self.msg!r})"
 
 
+class Unimplemented(PrimError):
+    """A peer lacks the method called, such as a version older than the caller during an upgrade."""
+
+    def __init__(self, msg: str):
+        super().__init__(Code.SERVER_ERROR, msg)
+
+
 class Unavailable(PrimError):
     """A dependency (a peer service, MongoDB, Redis) cannot be reached."""
 
@@ -128,5 +135,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, peer: str) -> PrimError:
         return error
     if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"{peer} unavailable: {status.name.lower()}")
+    if status == grpc.StatusCode.UNIMPLEMENTED:
+        return Unimplemented(f"{peer} failed: unimplemented")
     code = _FROM_GRPC.get(status, Code.SERVER_ERROR)
     return PrimError(code, f"{peer} failed: {status.name.lower()}")

@@ -83,9 +83,9 @@ class DropConnectionNotes(logging.Filter):
 
 
 def setup(level: str = "INFO", fmt: str = "json") -> None:
-    # Neither formatter prints the caller's file and line, the thread or the
-    # process, so records skip collecting them (the logging HOWTO's
-    # "Optimization" section). The edge writes a line for every login and
+    # Neither formatter prints the caller's file and line, the thread, the
+    # process or stack_info, so records skip collecting them (the logging
+    # HOWTO's "Optimization" section). This applies to every library's records. The edge writes a line for every login and
     # disconnect, and this cut a line's cost from 14.7 to 11.7 µs (CPython
     # 3.11, one JSON line with four extra fields, on a 2-core test machine).
     logging._srcfile = None

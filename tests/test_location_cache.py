@@ -208,6 +208,15 @@ async def test_read_spanning_forgotten_changes_keeps_nothing(changing):
     assert len(cache) == 0
 
 
+async def test_read_spanning_remembered_changes_keeps_users(changing):
+    presence, store, cache = changing
+    store.to_change = ["x1", "x2"]
+    cache._recent = collections.deque(maxlen=2)
+    # Both changes of the read are remembered, and neither touched r1.
+    assert conns(await cache.locate("acme", ["r1"])) == set()
+    assert ("acme", "r1") in cache._entries
+
+
 async def test_overlapping_read_not_kept(redis_server):
     presence = make_store(redis_server)
     store = ChangingStore(redis_server, max_connections=8, timeout_seconds=2.0, pool_wait_seconds=2.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import random
 import signal
@@ -25,7 +26,10 @@ from prim.errors import Code, PrimError
 from prim.pb import presence_pb2 as pb
 from prim.pb import presence_pb2_grpc
 from prim.pb.common_pb2 import Location, User
+from prim.edge.node import EdgeNode
+from prim.edge.settings import SETTINGS as EDGE_SETTINGS
 from prim.presence.server import App, build
+from prim.presence.servicer import PresenceServicer
 from prim.presence.settings import SETTINGS
 
 TOKEN = "presence-test-token"
@@ -43,8 +47,11 @@ class Presence:
 
 
 @contextlib.asynccontextmanager
-async def running_presence(url: str):
-    """Run the presence servicer in-process on a free port, on the backend that ``url`` selects."""
+async def running_presence(url: str, servicer_class: type | None = None):
+    """Run the presence servicer in-process on a free port, on the backend that ``url`` selects.
+
+    ``servicer_class``, a subclass of PresenceServicer, replaces the servicer's class.
+    """
     environ = {
         "PRIM_REDIS_URL": url,
         "PRIM_SERVICE_TOKEN": TOKEN,
@@ -53,6 +60,8 @@ async def running_presence(url: str):
     app = await build(Settings(SETTINGS, environ))
     server, _ = rpc.make_server(app.service_names, TOKEN)
     for add, servicer in app.servicers:
+        if servicer_class is not None and isinstance(servicer, PresenceServicer):
+            servicer.__class__ = servicer_class
         add(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -223,6 +232,39 @@ async def test_disconnect_batch_keeps_each_result(presence):
     assert (second.code, second.reply.removed) == (0, True)
     assert await located_conns(presence, "acme", "u1", "u2") == []
     assert await located_conns(presence, "globex", "u1") == ["c3"]
+
+
+class _WithoutDisconnectBatch(PresenceServicer):
+    """Presence as released before DisconnectBatch: the generated base class answers UNIMPLEMENTED."""
+
+    DisconnectBatch = presence_pb2_grpc.PresenceServicer.DisconnectBatch
+
+
+async def test_edge_falls_back_to_disconnect(redis_server, caplog):
+    url = await flushed(redis_server)
+    async with running_presence(url, _WithoutDisconnectBatch) as presence:
+        for conn in ("c1", "c2", "c3"):
+            await connect(presence, record(conn=conn), "multi", 5)
+        environ = {"PRIM_PRESENCE_ADDR": presence.peer.target, "PRIM_SERVICE_TOKEN": TOKEN}
+        node = EdgeNode(Settings(EDGE_SETTINGS, environ))
+        try:
+            removals = [
+                node._disconnects.submit(pb.DisconnectRequest(tenant="acme", user_id="u1", conn_id=conn))
+                for conn in ("c1", "c2")
+            ]
+            with caplog.at_level(logging.WARNING, logger="prim.edge"):
+                replies = await asyncio.gather(*removals)
+            assert [reply.removed for reply in replies] == [True, True]
+            assert "presence has no DisconnectBatch" in caplog.text
+            assert await located_conns(presence, "acme", "u1") == ["c3"]
+            # The next removal goes straight to Disconnect, without a second warning.
+            caplog.clear()
+            request = pb.DisconnectRequest(tenant="acme", user_id="u1", conn_id="c3")
+            assert (await node._disconnects.submit(request)).removed is True
+            assert "presence has no DisconnectBatch" not in caplog.text
+            assert await located_conns(presence, "acme", "u1") == []
+        finally:
+            await node.close()
 
 
 async def test_disconnect_removes_own_entry(presence):

@@ -25,11 +25,12 @@ TOKEN_RETENTION_SECONDS = 3600
 TENANT_CACHE_SECONDS = 2.0
 _TENANT_CACHE_MAX = 10_000
 
-# Token hashes per lookup query. A connect storm's VerifyTokens batch holds up
-# to 256; the MongoDB stand-in used by the tests spends time quadratic in the
-# size of an $in list (0.14 ms a token at 20, 0.51 ms at 250), and a real
-# server answers a few concurrent small queries as fast as one large one.
+# Token hashes per lookup query, and lookup queries in flight per call. An
+# edge's VerifyTokens batch holds up to 256 tokens, so 8 queries. The MongoDB
+# stand-in used by the tests spends time quadratic in the length of an $in
+# list (0.14 ms a token at 20, 0.51 ms at 250).
 TOKEN_LOOKUP_CHUNK = 32
+TOKEN_LOOKUPS_IN_FLIGHT = 8
 
 SERVER_SELECTION_TIMEOUT_MS = 2000
 MAX_POOL_SIZE = 100
@@ -152,24 +153,29 @@ class Store:
     async def find_live_tokens(self, token_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Return the live tokens among these hashes, by hash.
 
-        The hashes are looked up TOKEN_LOOKUP_CHUNK at a time, in concurrent
-        queries.
+        The hashes are looked up TOKEN_LOOKUP_CHUNK at a time, with at most
+        TOKEN_LOOKUPS_IN_FLIGHT queries at once.
         """
         chunks = [
             token_ids[start : start + TOKEN_LOOKUP_CHUNK]
             for start in range(0, len(token_ids), TOKEN_LOOKUP_CHUNK)
         ]
+        slots = asyncio.Semaphore(TOKEN_LOOKUPS_IN_FLIGHT)
         found: dict[str, dict[str, Any]] = {}
-        for tokens in await asyncio.gather(*(self._find_live_chunk(chunk) for chunk in chunks)):
+        lookups = [self._find_live_chunk(chunk, slots) for chunk in chunks]
+        for tokens in await asyncio.gather(*lookups):
             found.update(tokens)
         return found
 
-    async def _find_live_chunk(self, token_ids: list[str]) -> dict[str, dict[str, Any]]:
-        cursor = self.tokens.find(
-            {"_id": {"$in": token_ids}, "expires_ms": {"$gt": now_ms()}},
-            batch_size=len(token_ids),
-        )
-        return {token["_id"]: token async for token in cursor}
+    async def _find_live_chunk(
+        self, token_ids: list[str], slots: asyncio.Semaphore
+    ) -> dict[str, dict[str, Any]]:
+        async with slots:
+            cursor = self.tokens.find(
+                {"_id": {"$in": token_ids}, "expires_ms": {"$gt": now_ms()}},
+                batch_size=len(token_ids),
+            )
+            return {token["_id"]: token async for token in cursor}
 
     async def delete_tokens(self, tenant: str, user_id: str, app_platform: str = "") -> int:
         query: dict[str, Any] = {"tenant": tenant, "user_id": user_id}

@@ -16,7 +16,7 @@ import time
 from prim import background
 from prim.batching import Coalescer
 from prim.config import Settings
-from prim.errors import Code, PrimError
+from prim.errors import Code, PrimError, Unimplemented
 from prim.messages import push_frame
 from prim.pb import (
     auth_pb2,
@@ -36,6 +36,10 @@ log = logging.getLogger("prim.edge")
 REFRESH_CHUNK = 1000
 # Messages in one batch to the router.
 SEND_BATCH_MAX = 256
+# After presence answered DisconnectBatch with UNIMPLEMENTED (a version older
+# than this edge), removals use one Disconnect call each for this long, and
+# then DisconnectBatch is tried again.
+DISCONNECT_BATCH_RETRY_SECONDS = 60.0
 
 
 def _batch_outcomes(results, field: str) -> list:
@@ -84,6 +88,7 @@ class EdgeNode:
         self._disconnects: Coalescer[presence_pb2.DisconnectRequest, presence_pb2.DisconnectReply] = (
             Coalescer(self._disconnect_batch, max_batch=256, max_in_flight=4)
         )
+        self._single_disconnects_until = 0.0
         self._tasks: list[asyncio.Task] = []
         self._refresh_task: asyncio.Task | None = None
         # Set when the node drains: the refresh loop ends after its current round.
@@ -100,10 +105,27 @@ class EdgeNode:
     async def _disconnect_batch(
         self, requests: list[presence_pb2.DisconnectRequest]
     ) -> list[presence_pb2.DisconnectReply | PrimError]:
-        reply = await self.presence.call(
-            "DisconnectBatch", presence_pb2.DisconnectBatchRequest(requests=requests)
-        )
-        return _batch_outcomes(reply.results, "reply")
+        if time.monotonic() >= self._single_disconnects_until:
+            try:
+                reply = await self.presence.call(
+                    "DisconnectBatch", presence_pb2.DisconnectBatchRequest(requests=requests)
+                )
+                return _batch_outcomes(reply.results, "reply")
+            except Unimplemented:
+                log.warning(
+                    "presence has no DisconnectBatch; removing connections with Disconnect",
+                    extra={"retry_in_seconds": DISCONNECT_BATCH_RETRY_SECONDS},
+                )
+                self._single_disconnects_until = time.monotonic() + DISCONNECT_BATCH_RETRY_SECONDS
+        return await asyncio.gather(*(self._disconnect_one(request) for request in requests))
+
+    async def _disconnect_one(
+        self, request: presence_pb2.DisconnectRequest
+    ) -> presence_pb2.DisconnectReply | PrimError:
+        try:
+            return await self.presence.call("Disconnect", request)
+        except PrimError as exc:
+            return exc
 
     async def verify_token(self, token: str) -> auth_pb2.TokenInfo:
         """Return the identity of a token; raise PrimError 1003 when it is not valid."""
