@@ -237,6 +237,19 @@ def results_table(results: dict) -> str:
     return table(["scenario", *labels], rows)
 
 
+def repeats_table(results: dict) -> str:
+    """Each latency and storm run of every system, in run order."""
+    rows = []
+    for name in systems_in(results):
+        system = results["systems"][name]
+        latency_runs = (system.get("latency") or {}).get("runs") or []
+        p99s = [number(((run.get("latency_ms") or {}).get("p99")), 1) for run in latency_runs]
+        storm_runs = (system.get("storm") or {}).get("runs") or []
+        storms = [number(run.get("connects_per_second")) for run in storm_runs]
+        rows.append([name, ", ".join(p99s) or "n/a", ", ".join(storms) or "n/a"])
+    return table(["system", "p99 at 1,000 msg/s, ms, each run", "connect storm, connects/s, each run"], rows)
+
+
 def integrity_table(results: dict) -> str:
     rows = []
     for name in systems_in(results):
@@ -476,6 +489,10 @@ are not expected. *Server drops* are the drop counters the peers report.
 
 {integrity_table(results)}
 
+## Repeated runs
+
+{repeats_table(results)}
+
 ## Scenarios
 
 1. **Cross-node 1:1.** {plan["pairs"]} senders on server 1, each paired with a
@@ -496,6 +513,11 @@ are not expected. *Server drops* are the drop counters the peers report.
    once. prim's clients each log in with their own token from `getToken`,
    which auth verifies, and the peers' clients connect plainly. Connects/s is
    the clients registered divided by the time until the last one was.
+
+The latency run and the storm each run {plan.get("repeats", 1)} times, with
+the same clients. The tables show the run with the median p99 or connects/s.
+Their counts of messages, losses, duplicates, reordering and failures are
+sums over all the runs. Every run is listed under "Repeated runs".
 4. **Broadcast.** {plan["broadcast_connections"]:,} connections of one tenant,
    half on each server. {plan["broadcast_window"]} broadcasts are in flight at a
    time, a broadcast counting as done when every connection has it. prim: REST

@@ -59,6 +59,10 @@ class Plan:
     broadcast_seconds: float = 10.0
     insert_seconds: float = 5.0
     profile_seconds: float = 10.0
+    # Runs of the latency and storm scenarios; the median run is reported.
+    # One run of either lasts seconds, and this host's speed varies by tens
+    # of percent between such runs.
+    repeats: int = 3
 
 
 PLANS = {
@@ -211,13 +215,20 @@ def saturate(
 
 
 def fixed_rate(system: System, plan: Plan, persist: bool | None = None) -> dict:
+    """Scenario 1's latency at a fixed rate: ``plan.repeats`` runs, reported by the median p99."""
     config = {
         **pairs_config(system, plan, persist),
         "rate": plan.latency_rate,
         "duration_seconds": plan.latency_seconds,
     }
     timeout = 120 + plan.warmup_seconds + plan.latency_seconds
-    return with_drops(system, lambda: run_loadgen(f"{system.name}-rate-{persist}", config, timeout))
+    runs = []
+    for index in range(plan.repeats):
+        if index:
+            settle(system)
+        name = f"{system.name}-rate-{persist}-{index + 1}"
+        runs.append(with_drops(system, lambda: run_loadgen(name, config, timeout)))
+    return median_run(runs, lambda run: run["latency_ms"]["p99"], LATENCY_RUN_KEYS)
 
 
 def idle(system: System, plan: Plan) -> dict:
@@ -252,14 +263,48 @@ def idle(system: System, plan: Plan) -> dict:
 
 
 def storm(system: System, plan: Plan) -> dict:
-    """Scenario 3: every client connects (and, for prim, logs in) at once on server 1."""
+    """Scenario 3: every client connects (and, for prim, logs in) at once on server 1.
+
+    It runs ``plan.repeats`` times with the same clients and is reported by
+    the median connects/s.
+    """
     config = {
         "scenario": "storm",
         "protocol": system.protocol,
         "url": system.sender_url,
         "credentials": [system.credential(f"t{i}") for i in range(plan.storm_clients)],
     }
-    return run_loadgen(f"{system.name}-storm", config, 300)
+    runs = []
+    for index in range(plan.repeats):
+        if index:
+            settle(system)
+        runs.append(run_loadgen(f"{system.name}-storm-{index + 1}", config, 300))
+    return median_run(runs, lambda run: run["connects_per_second"], ("connects_per_second", "failed"))
+
+
+# Fields of each latency run kept in the median run's "runs" list.
+LATENCY_RUN_KEYS = ("latency_ms", "lost", "duplicated", "reordered", "misrouted", "server_drops")
+# Counters summed over all runs, so a loss in any run is reported.
+SUMMED_KEYS = ("sent", "received", "rejected", "lost", "duplicated", "reordered", "misrouted", "failed")
+
+
+def median_run(runs: list[dict], key, kept: tuple[str, ...]) -> dict:
+    """Return the run with the median ``key``, with every run's ``kept`` fields under "runs".
+
+    The counters in SUMMED_KEYS are the sums over all runs, not the median
+    run's. Runs that failed with an error are left out of the median, and if
+    every run failed, the first one is returned.
+    """
+    measured = [run for run in runs if "error" not in run]
+    if not measured:
+        return runs[0]
+    ordered = sorted(measured, key=key)
+    result = dict(ordered[(len(ordered) - 1) // 2])
+    for counter in SUMMED_KEYS:
+        if counter in result:
+            result[counter] = sum(run.get(counter, 0) for run in measured)
+    result["runs"] = [{field: run.get(field) for field in kept} for run in runs]
+    return result
 
 
 def broadcast(system: System, plan: Plan) -> dict:
