@@ -217,24 +217,15 @@ async def test_read_spanning_remembered_changes_keeps_users(changing):
     assert ("acme", "r1") in cache._entries
 
 
-async def test_overlapping_read_not_kept(redis_server):
-    presence = make_store(redis_server)
-    store = ChangingStore(redis_server, max_connections=8, timeout_seconds=2.0, pool_wait_seconds=2.0)
-    cache = LocationCache(store)
-    store.presence, store.cache = presence, cache
-    cache.start()
-    try:
-        await until(lambda: cache.following)
-        await await_change(cache, presence.connect(user("acme", "r1", "early"), "multi", 5, TTL))
-        # The reply predates the connection "late" and is returned as read...
-        assert conns(await cache.locate("acme", ["r1"])) == {"early"}
-        # ...but not kept, so the next lookup reads again and finds both.
-        assert ("acme", "r1") not in cache._entries
-        assert conns(await cache.locate("acme", ["r1"])) == {"early", "late"}
-        assert ("acme", "r1") in cache._entries
-    finally:
-        await cache.close()
-        await presence.close()
+async def test_overlapping_read_not_kept(changing):
+    presence, _, cache = changing
+    await await_change(cache, presence.connect(user("acme", "r1", "early"), "multi", 5, TTL))
+    # The reply predates the connection "late" and is returned as read...
+    assert conns(await cache.locate("acme", ["r1"])) == {"early"}
+    # ...but not kept, so the next lookup reads again and finds both.
+    assert ("acme", "r1") not in cache._entries
+    assert conns(await cache.locate("acme", ["r1"])) == {"early", "late"}
+    assert ("acme", "r1") in cache._entries
 
 
 async def test_broken_feed_empties_cache(presence_and_cache, redis_server, caplog):

@@ -15,7 +15,8 @@ the next Refresh from its edge node restores it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from prim.pb.common_pb2 import Location, User
 from prim.pb.presence_pb2 import Node
@@ -82,13 +83,7 @@ class PresenceStore(abc.ABC):
 
         A request that fails gets its exception in its place; the others go on.
         """
-        results: list[list[Location] | Exception] = []
-        for request in requests:
-            try:
-                results.append(await self.connect(*request))
-            except Exception as exc:  # noqa: BLE001 - returned in the request's place
-                results.append(exc)
-        return results
+        return await _each(self.connect, requests)
 
     @abc.abstractmethod
     async def disconnect(self, tenant: str, user_id: str, conn_id: str) -> bool:
@@ -101,13 +96,7 @@ class PresenceStore(abc.ABC):
 
         A request that fails gets its exception in its place; the others go on.
         """
-        results: list[bool | Exception] = []
-        for request in requests:
-            try:
-                results.append(await self.disconnect(*request))
-            except Exception as exc:  # noqa: BLE001 - returned in the request's place
-                results.append(exc)
-        return results
+        return await _each(self.disconnect, requests)
 
     @abc.abstractmethod
     async def refresh(self, node_id: str, users: Sequence[User], ttl_seconds: int) -> int:
@@ -150,3 +139,14 @@ class PresenceStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections to the backend."""
+
+
+async def _each(method: Callable[..., Awaitable[Any]], requests: Sequence[tuple]) -> list[Any]:
+    """Await ``method(*request)`` for each request in order, an exception taking its result's place."""
+    results: list[Any] = []
+    for request in requests:
+        try:
+            results.append(await method(*request))
+        except Exception as exc:  # noqa: BLE001 - returned in the request's place
+            results.append(exc)
+    return results
