@@ -180,7 +180,7 @@ def verdict(met) -> str:
 
 
 def reference_row(label, ours, theirs, reference, unit: str) -> list[str]:
-    """A row that shows a ratio for context, with no target to meet."""
+    """Build a table row that shows a ratio for context, with no target to meet."""
     return [
         label,
         number(ours, 0, f" {unit}"),
@@ -238,7 +238,7 @@ def results_table(results: dict) -> str:
 
 
 def repeats_table(results: dict) -> str:
-    """Each latency and storm run of every system, in run order."""
+    """Build the table of every system's latency and storm runs, in run order."""
     rows = []
     for name in systems_in(results):
         system = results["systems"][name]

@@ -288,8 +288,8 @@ LATENCY_RUN_KEYS = ("latency_ms", "lost", "duplicated", "reordered", "misrouted"
 SUMMED_KEYS = ("sent", "received", "rejected", "lost", "duplicated", "reordered", "misrouted", "failed")
 
 
-def median_run(runs: list[dict], key, kept: tuple[str, ...]) -> dict:
-    """Return the run with the median ``key``, with every run's ``kept`` fields under "runs".
+def median_run(runs: list[dict], key, fields: tuple[str, ...]) -> dict:
+    """Return the run with the median ``key``, with every run's ``fields`` under "runs".
 
     The counters in SUMMED_KEYS are the sums over all runs, not the median
     run's. Runs that failed with an error are left out of the median, and if
@@ -303,7 +303,7 @@ def median_run(runs: list[dict], key, kept: tuple[str, ...]) -> dict:
     for counter in SUMMED_KEYS:
         if counter in result:
             result[counter] = sum(run.get(counter, 0) for run in measured)
-    result["runs"] = [{field: run.get(field) for field in kept} for run in runs]
+    result["runs"] = [{field: run.get(field) for field in fields} for run in runs]
     return result
 
 

@@ -235,7 +235,7 @@ async def test_disconnect_batch_keeps_each_result(presence):
 
 
 class _WithoutDisconnectBatch(PresenceServicer):
-    """Presence as released before DisconnectBatch: the generated base class answers UNIMPLEMENTED."""
+    """Presence as released before DisconnectBatch: the generated base class returns UNIMPLEMENTED."""
 
     DisconnectBatch = presence_pb2_grpc.PresenceServicer.DisconnectBatch
 

@@ -36,7 +36,7 @@ log = logging.getLogger("prim.edge")
 REFRESH_CHUNK = 1000
 # Messages in one batch to the router.
 SEND_BATCH_MAX = 256
-# After presence answered DisconnectBatch with UNIMPLEMENTED (a version older
+# After presence returned UNIMPLEMENTED for DisconnectBatch (a version older
 # than this edge), removals use one Disconnect call each for this long, and
 # then DisconnectBatch is tried again.
 DISCONNECT_BATCH_RETRY_SECONDS = 60.0
