@@ -333,9 +333,9 @@ def mongo_sentence(results: dict) -> str:
         "in memory), measured in the same run with pymongo and write concern majority:\n"
         f"{number(insert.get('insert_one_per_second'))} documents/s with an insert_one loop, "
         f"{number(insert.get('insert_many_per_second'))} documents/s\n"
-        f"with insert_many batches of {insert.get('batch', 'n/a')}. The documents prim writes for a\n"
-        "stored message (one on each of the two timelines, into a collection with the router's\n"
-        "two timeline indexes) went in at "
+        f"with insert_many batches of {insert.get('batch', 'n/a')}. prim writes two documents for a\n"
+        "stored message, one on each of the two timelines, into a collection with the router's\n"
+        "two timeline indexes. Those went in at "
         f"{number(insert.get('timeline_messages_per_second'))} messages/s with insert_many\n"
         "batches of the same number of messages, without prim's seq counters and transaction."
     )

@@ -464,7 +464,7 @@ async def test_verify_tokens_batch_keeps_each_result(auth):
 
 
 async def test_verify_tokens_batch_larger_than_a_lookup_chunk(auth):
-    # The batch spans three lookup queries; each answer lands at its own index.
+    # The batch spans three lookup queries, and each result lands at its request's index.
     await auth.tenant("acme")
     await auth.tenant("globex")
     count = 2 * TOKEN_LOOKUP_CHUNK + 5

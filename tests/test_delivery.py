@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -217,10 +218,20 @@ async def _no_close(code: int, reason: str) -> None:
     pass
 
 
+def _recording_close() -> tuple[list[int], Callable[[int, str], Awaitable[None]]]:
+    """Return a list and a close function that appends each close code to it."""
+    closed: list[int] = []
+
+    async def close(code: int, reason: str) -> None:
+        closed.append(code)
+
+    return closed, close
+
+
 async def test_late_push_dropped_on_connection():
     socket = _Socket()
     conn = Connection("c1", socket, _no_close, max_frames=10, max_bytes=10_000)
-    results = [conn.push_message(f"m{seq}".encode(), seq) for seq in (1, 2, 4, 3, 0, 5)]
+    results = [conn.take_seq(seq) and conn.push(f"m{seq}".encode(), "msg") for seq in (1, 2, 4, 3, 0, 5)]
     await conn.flush(1.0)
     assert results == [True, True, True, False, True, True]
     assert socket.written == [b"m1", b"m2", b"m4", b"m0", b"m5"]
@@ -228,11 +239,7 @@ async def test_late_push_dropped_on_connection():
 
 async def test_paused_socket_queues_in_order_then_overflows():
     socket = _Socket()
-    closed = []
-
-    async def close(code: int, reason: str) -> None:
-        closed.append(code)
-
+    closed, close = _recording_close()
     conn = Connection("c1", socket, close, max_frames=3, max_bytes=10_000)
     assert conn.push(b"a", "msg")
     socket.resumed.clear()  # the transport paused
@@ -252,11 +259,7 @@ async def test_paused_socket_queues_in_order_then_overflows():
 
 async def test_push_frames_writes_once_then_counts():
     socket = _Socket()
-    closed = []
-
-    async def close(code: int, reason: str) -> None:
-        closed.append(code)
-
+    closed, close = _recording_close()
     conn = Connection("c1", socket, close, max_frames=2, max_bytes=10_000)
     assert conn.push_frames([b"a", b"b"], "msg") == 2
     assert socket.writes == [[b"a", b"b"]]

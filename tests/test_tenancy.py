@@ -722,6 +722,14 @@ async def test_grpc_without_service_credential_rejected(cluster):
             auth_pb2.GetTenantRequest(account="a"),
         ),
         (
+            cluster.presence_port,
+            presence_pb2_grpc.PresenceStub,
+            "DisconnectBatch",
+            presence_pb2.DisconnectBatchRequest(
+                requests=[presence_pb2.DisconnectRequest(tenant="a", user_id="u1", conn_id="c1")]
+            ),
+        ),
+        (
             cluster.router_port,
             router_pb2_grpc.RouterStub,
             "Kick",

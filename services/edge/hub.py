@@ -82,24 +82,16 @@ class Connection:
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._writer: asyncio.Task | None = None
-        # Highest timeline seq pushed on this connection; see push_message.
+        # Highest timeline seq pushed on this connection; see take_seq.
         self.last_pushed_seq = 0
 
-    def push_message(self, frame: bytes, seq: int, cmd: str = "msg") -> bool:
-        """Queue a message push that carries timeline position ``seq`` (0 for none).
+    def take_seq(self, seq: int) -> bool:
+        """Record that a message push at timeline position ``seq`` goes out next (0 for none).
 
         Pushes leave in ascending seq: one router sends them in that order,
-        but two router replicas can swap two messages. The one that comes
-        after a higher seq is dropped, because the client already saw the
-        gap and fetches it with ``sync``.
-        """
-        return self.take_seq(seq) and self.push(frame, cmd)
-
-    def take_seq(self, seq: int) -> bool:
-        """Record that a push at timeline position ``seq`` goes out next (0 for none).
-
-        Return False for a push that comes after a higher seq, which
-        :meth:`push_message` drops.
+        but two router replicas can swap two messages. Return False for the
+        one that comes after a higher seq, which the caller drops, because
+        the client already saw the gap and fetches it with ``sync``.
         """
         if seq:
             if seq <= self.last_pushed_seq:

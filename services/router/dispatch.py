@@ -12,7 +12,7 @@ router's pushes in ascending seq.
 
 This order is kept per router replica. Two replicas can swap two messages to
 one user; the edge then drops the push that comes after a higher seq (see
-``Connection.push_message``), and the client, which saw the gap, fetches
+``Connection.take_seq``), and the client, which saw the gap, fetches
 it with ``sync``.
 """
 

@@ -43,8 +43,9 @@ log = logging.getLogger("prim.router.locations")
 MAX_USERS = 100_000
 # Maximum age of an entry, which bounds how long an offline user is remembered.
 MAX_AGE_SECONDS = 60.0
-# Changes remembered with their users, for reads still on their way. Under
-# heavy connect churn one lookup spans at most a few hundred.
+# Changes remembered with their users, for reads still on their way. A read
+# lasts one Redis round trip, and keeps nothing only if this many changes
+# arrive meanwhile.
 RECENT_CHANGES = 4096
 # First and longest wait before subscribing again after the feed broke.
 RETRY_SECONDS = (0.1, 5.0)
