@@ -250,6 +250,28 @@ def repeats_table(results: dict) -> str:
     return table(["system", "p99 at 1,000 msg/s, ms, each run", "connect storm, connects/s, each run"], rows)
 
 
+def round_ratios(results: dict) -> str:
+    """Describe prim's p99 over the best peer's, round by round, or return "" without both."""
+    peer, _ = best_peer(results, "latency", ("latency_ms", "p99"), lowest=True)
+    if peer is None:
+        return ""
+
+    def p99_by_round(name: str) -> dict[int, float]:
+        runs = (results["systems"].get(name, {}).get("latency") or {}).get("runs") or []
+        return {
+            run["round"]: run["latency_ms"]["p99"]
+            for run in runs
+            if "round" in run and (run.get("latency_ms") or {}).get("p99")
+        }
+
+    prim, other = p99_by_round("prim"), p99_by_round(peer)
+    ratios = [prim[r] / other[r] for r in sorted(prim) if r in other]
+    if not ratios:
+        return ""
+    listed = ", ".join(f"{ratio:.2f}×" for ratio in ratios)
+    return f"prim's p99 over {peer}'s, round by round: {listed}."
+
+
 def integrity_table(results: dict) -> str:
     rows = []
     for name in systems_in(results):
@@ -493,6 +515,8 @@ are not expected. *Server drops* are the drop counters the peers report.
 
 {repeats_table(results)}
 
+{round_ratios(results)}
+
 ## Scenarios
 
 1. **Cross-node 1:1.** {plan["pairs"]} senders on server 1, each paired with a
@@ -513,17 +537,24 @@ are not expected. *Server drops* are the drop counters the peers report.
    once. prim's clients each log in with their own token from `getToken`,
    which auth verifies, and the peers' clients connect plainly. Connects/s is
    the clients registered divided by the time until the last one was.
-
-The latency run and the storm each run {plan.get("repeats", 1)} times, with
-the same clients. The tables show the run with the median p99 or connects/s.
-Their counts of messages, losses, duplicates, reordering and failures are
-sums over all the runs. Every run is listed under "Repeated runs".
 4. **Broadcast.** {plan["broadcast_connections"]:,} connections of one tenant,
    half on each server. {plan["broadcast_window"]} broadcasts are in flight at a
    time, a broadcast counting as done when every connection has it. prim: REST
    `sendMsg` with `all: true` (stored in the broadcast history, as by default);
    the peers: one of the connections asks its server to broadcast (Socket.IO
    `emit` to everyone, Channels `group_send` to a group of all connections).
+
+The latency run and the storm each run {plan.get("repeats", 1)} times, with
+the same clients, and the tables show the run with the median p99 or
+connects/s. Their counts of messages, losses, duplicates, reordering and
+failures are sums over all the runs. Every run is listed under "Repeated runs".
+
+The latency runs go in rounds. Every system is started before the first
+round and stays up, idle, while the others are measured, and each round runs
+each system once. This host's speed drifts over minutes, so systems measured
+one after another were compared on different hosts; in rounds, the runs
+compared lie a minute or two apart. Every other scenario runs with one
+system up at a time.
 
 ## How each system is set up
 

@@ -214,21 +214,71 @@ def saturate(
     return result
 
 
-def fixed_rate(system: System, plan: Plan, persist: bool | None = None) -> dict:
-    """Scenario 1's latency at a fixed rate: ``plan.repeats`` runs, reported by the median p99."""
+def fixed_rate_run(system: System, plan: Plan, index: int) -> dict:
+    """Run scenario 1 once at the fixed latency rate; prim sends online-only messages."""
+    persist = False if system.name == "prim" else None
     config = {
         **pairs_config(system, plan, persist),
         "rate": plan.latency_rate,
         "duration_seconds": plan.latency_seconds,
     }
     timeout = 120 + plan.warmup_seconds + plan.latency_seconds
-    runs = []
-    for index in range(plan.repeats):
-        if index:
-            settle(system)
-        name = f"{system.name}-rate-{persist}-{index + 1}"
-        runs.append(with_drops(system, lambda: run_loadgen(name, config, timeout)))
-    return median_run(runs, lambda run: run["latency_ms"]["p99"], LATENCY_RUN_KEYS)
+    name = f"{system.name}-rate-{index + 1}"
+    return with_drops(system, lambda: run_loadgen(name, config, timeout))
+
+
+def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
+    """Scenario 1's latency, ``plan.repeats`` rounds with each system once per round.
+
+    The systems run side by side, idle but for the one being measured, so
+    that each round measures every system within a minute or so. This host's
+    speed drifts over minutes; measured one system after another, a p99
+    ratio compared two different hosts. Each system is reported by its run
+    with the median p99. A system that cannot start is recorded as an error.
+    """
+    started: dict[str, System] = {}
+    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {}
+    users = {"pairs": users_for(plan)["pairs"]}
+    try:
+        for name in names:
+            system = SYSTEMS[name](WORK_DIR / "logs" / "latency")
+            log(f"{name}: starting for the latency rounds")
+            try:
+                system.start(users)
+            except Exception as exc:  # noqa: BLE001 - recorded, the other systems go on
+                traceback.print_exc()
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                try:
+                    system.stop()
+                except Exception:  # noqa: BLE001 - a half-started system may have nothing to stop
+                    traceback.print_exc()
+                continue
+            started[name] = system
+            runs[name] = []
+        for index in range(plan.repeats):
+            for name, system in started.items():
+                # The previous system's backlog must not land on this one's run.
+                settle(*started.values())
+                try:
+                    run = fixed_rate_run(system, plan, index)
+                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                    traceback.print_exc()
+                    run = {"error": f"{type(exc).__name__}: {exc}"}
+                run["round"] = index + 1
+                runs[name].append(run)
+                log(f"{name}: latency round {index + 1} -> {json.dumps(brief(run))}")
+    finally:
+        for name, system in started.items():
+            log(f"{name}: stopping after the latency rounds")
+            system.stop()
+    for name, system_runs in runs.items():
+        measured = [run for run in system_runs if "latency_ms" in run]
+        if not measured:
+            results[name] = system_runs[0]
+            continue
+        results[name] = median_run(measured, lambda run: run["latency_ms"]["p99"], LATENCY_RUN_KEYS)
+    return results
 
 
 def idle(system: System, plan: Plan) -> dict:
@@ -283,7 +333,7 @@ def storm(system: System, plan: Plan) -> dict:
 
 
 # Fields of each latency run kept in the median run's "runs" list.
-LATENCY_RUN_KEYS = ("latency_ms", "lost", "duplicated", "reordered", "misrouted", "server_drops")
+LATENCY_RUN_KEYS = ("round", "latency_ms", "lost", "duplicated", "reordered", "misrouted", "server_drops")
 # Counters summed over all runs, so a loss in any run is reported.
 SUMMED_KEYS = ("sent", "received", "rejected", "lost", "duplicated", "reordered", "misrouted", "failed")
 
@@ -368,7 +418,6 @@ def measure(
     prim = system.name == "prim"
     steps = [
         ("live", lambda: saturate(system, plan, persist=False if prim else None)),
-        ("latency", lambda: fixed_rate(system, plan, persist=False if prim else None)),
     ]
     if prim:
         steps += [
@@ -402,14 +451,14 @@ def measure(
     return results
 
 
-def settle(system: System, busy_percent: float = 10.0, max_seconds: float = 20.0) -> None:
+def settle(*systems: System, busy_percent: float = 10.0, max_seconds: float = 20.0) -> None:
     """Wait until the servers are nearly idle, so a scenario does not pay for the previous one.
 
     Closing thousands of connections leaves work behind, such as presence
     removal or group cleanup. This waits up to ``max_seconds`` for the
-    servers' summed CPU use to fall below ``busy_percent`` of one core.
+    summed CPU use of the systems' servers to fall below ``busy_percent`` of one core.
     """
-    processes = [psutil.Process(pid) for pid in system.server_pids()]
+    processes = [psutil.Process(pid) for system in systems for pid in system.server_pids()]
     for process in processes:
         process.cpu_percent()
     deadline = time.monotonic() + max_seconds
@@ -453,20 +502,19 @@ def run(
         "systems": {},
     }
     for name in names:
+        results["systems"][name] = {"label": SYSTEMS[name].label}
+    if only is None or "latency" in only:
+        for name, latency in latency_rounds(names, plan).items():
+            results["systems"][name]["latency"] = latency
+    for name in names if only is None or only - {"latency"} else ():
         system = SYSTEMS[name](WORK_DIR / "logs")
         log(f"{name}: starting")
         try:
             system.start(users_for(plan))
-            results["systems"][name] = {
-                "label": system.label,
-                **measure(system, plan, with_profile, only),
-            }
+            results["systems"][name].update(measure(system, plan, with_profile, only))
         except Exception as exc:  # noqa: BLE001 - a system that cannot start is recorded, not fatal
             traceback.print_exc()
-            results["systems"][name] = {
-                "label": system.label,
-                "error": f"{type(exc).__name__}: {exc}",
-            }
+            results["systems"][name]["error"] = f"{type(exc).__name__}: {exc}"
         finally:
             log(f"{name}: stopping")
             system.stop()
