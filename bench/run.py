@@ -232,9 +232,9 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
 
     The systems run side by side, idle but for the one being measured, so
     that each round measures every system within a minute or so. This host's
-    speed drifts over minutes; measured one system after another, a p99
-    ratio compared two different hosts. Each system is reported by its run
-    with the median p99. A system that cannot start is recorded as an error.
+    speed drifts over minutes, so systems measured one after another could
+    meet different conditions. Each system is reported by its run with the
+    median p99. A system that cannot start is recorded as an error.
     """
     started: dict[str, System] = {}
     results: dict[str, dict] = {}
@@ -244,17 +244,15 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
         for name in names:
             system = SYSTEMS[name](WORK_DIR / "logs" / "latency")
             log(f"{name}: starting for the latency rounds")
+            # Listed before it starts, so that an interrupted start is stopped too.
+            started[name] = system
             try:
                 system.start(users)
             except Exception as exc:  # noqa: BLE001 - recorded, the other systems go on
                 traceback.print_exc()
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-                try:
-                    system.stop()
-                except Exception:  # noqa: BLE001 - a half-started system may have nothing to stop
-                    traceback.print_exc()
+                stop_quietly(started.pop(name))
                 continue
-            started[name] = system
             runs[name] = []
         for index in range(plan.repeats):
             for name, system in started.items():
@@ -271,7 +269,7 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
     finally:
         for name, system in started.items():
             log(f"{name}: stopping after the latency rounds")
-            system.stop()
+            stop_quietly(system)
     for name, system_runs in runs.items():
         measured = [run for run in system_runs if "latency_ms" in run]
         if not measured:
@@ -279,6 +277,14 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
             continue
         results[name] = median_run(measured, lambda run: run["latency_ms"]["p99"], LATENCY_RUN_KEYS)
     return results
+
+
+def stop_quietly(system: System) -> None:
+    """Stop a system, printing instead of raising what fails, so the next one is stopped too."""
+    try:
+        system.stop()
+    except Exception:  # noqa: BLE001 - a half-started system may lack what stop() expects
+        traceback.print_exc()
 
 
 def idle(system: System, plan: Plan) -> dict:
