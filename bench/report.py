@@ -484,14 +484,15 @@ What keeps prim from the targets it misses, as measured while building it:
     0.25 ms for the gRPC hop from edge to router, 0.24 ms inside the router
     and 0.27 ms for the hop from router to edge. The slowest 1% averaged
     16.8 ms, spread over every stage: the processes waited for a core.
-  - At 1,000 msg/s prim's three processes on the way switch context about
-    114,000 times in 12 s, against about 31,000 for python-socketio's two
-    servers. gRPC's poller thread wakes for every stream message before the
-    event loop does.
+  - At 1,000 msg/s the main threads of prim's three processes on the way
+    switch context about 114,000 times in 12 s, against about 31,000 for
+    python-socketio's two servers. In gRPC's asyncio stack a poller thread
+    takes each finished stream operation and then wakes the event loop.
   - Tried without a gain beyond this host's noise: replies on DeliverStream
     gathered for up to 2 ms (edge CPU down about 15%), gRPC's
-    `grpc.optimization_target` set to `latency`, the asyncio event loop in
-    place of uvloop, and a 0.5 ms GIL switch interval.
+    `grpc.optimization_target` set to `latency`, `grpc.http2.bdp_probe`
+    off, the asyncio event loop in place of uvloop, and a 0.5 ms GIL switch
+    interval.
   - The issue's same-edge fast path is not built. The router would have to
     hand a sending edge its local pushes in the reply to the send, beside
     the delivery stream. Two streams give no order between them, so a
