@@ -479,8 +479,8 @@ What keeps prim from the targets it misses, as measured while building it:
   native callbacks and gRPC's poller thread) rather than in prim's code.
   The stalls of the garbage collector and the Redis read per message that
   used to dominate the tail are gone (see the list above).
-  - Timestamps taken in each process on a message's way (a temporary patch,
-    not in the code), over 12,000 messages: median 1.6 ms in all, of which
+  - Each process took timestamps on 12,000 messages' way, with a temporary
+    patch that is not in the code. The median message took 1.6 ms in all:
     0.25 ms for the gRPC hop from edge to router, 0.24 ms inside the router
     and 0.27 ms for the hop from router to edge. The slowest 1% averaged
     16.8 ms, spread over every stage: the processes waited for a core.
@@ -488,14 +488,16 @@ What keeps prim from the targets it misses, as measured while building it:
     switch context about 114,000 times in 12 s, against about 31,000 for
     python-socketio's two servers. In gRPC's asyncio stack a poller thread
     takes each finished stream operation and then wakes the event loop.
-  - Tried without a gain beyond this host's noise: replies on DeliverStream
-    gathered for up to 2 ms (edge CPU down about 15%), gRPC's
-    `grpc.optimization_target` set to `latency`, `grpc.http2.bdp_probe`
-    off, the asyncio event loop in place of uvloop, and a 0.5 ms GIL switch
-    interval.
-  - The issue's same-edge fast path is not built. The router would have to
-    hand a sending edge its local pushes in the reply to the send, beside
-    the delivery stream. Two streams give no order between them, so a
+  - These changes gave no gain beyond this host's noise, and were dropped:
+    - replies on DeliverStream gathered for up to 2 ms (it cut the receiving
+      edge's CPU by about 15%);
+    - gRPC's `grpc.optimization_target` set to `latency`;
+    - `grpc.http2.bdp_probe` off;
+    - the asyncio event loop in place of uvloop;
+    - a 0.5 ms GIL switch interval.
+  - A fast path for a sender and recipient on one edge is not built. The
+    router would have to hand a sending edge its local pushes in the reply
+    to the send, beside the delivery stream. Two streams give no order between them, so a
     recipient could get a later message first.
 - Stored throughput: each message writes two timeline documents, each with
   two secondary indexes, and updates two counters, in one transaction. The
