@@ -265,11 +265,11 @@ def round_ratios(results: dict) -> str:
         }
 
     prim, other = p99_by_round("prim"), p99_by_round(peer)
-    ratios = [prim[r] / other[r] for r in sorted(prim) if r in other]
+    ratios = [(r, prim[r] / other[r]) for r in sorted(prim) if r in other]
     if not ratios:
         return ""
-    listed = ", ".join(f"{ratio:.2f}×" for ratio in ratios)
-    return f"prim's p99 over {peer}'s, round by round: {listed}."
+    listed = ", ".join(f"round {r}: {ratio:.2f}×" for r, ratio in ratios)
+    return f"prim's p99 over {peer}'s in each round where both measured one: {listed}."
 
 
 def integrity_table(results: dict) -> str:
@@ -424,8 +424,9 @@ def page(results: dict, chart_path: str) -> str:
 
 prim against Python peers that do the same job: python-socketio (`AsyncServer`
 with `AsyncRedisManager`), Django Channels with channels_redis, and as a ceiling
-a single-process picows relay that forwards from an in-memory map. Each system
-runs alone on this machine, and each scenario is driven from a separate load
+a single-process picows relay that forwards from an in-memory map. Each
+system runs alone on this machine, except in the latency rounds described
+under "Scenarios", and each scenario is driven from a separate load
 generator process (picows clients on uvloop, `bench/loadgen.py`).
 
 Run it with `make bench-quick` (a few minutes) or `make bench` (longer windows,

@@ -1,6 +1,8 @@
 """Benchmark prim against Python peers: ``python -m bench.run --mode quick|full``.
 
-For each system (prim, python-socketio, Django Channels, the picows relay) in
+First the latency runs of scenario 1 go in rounds: every system is started,
+and each round runs each system once while the others stay up, idle. Then,
+for each system (prim, python-socketio, Django Channels, the picows relay) in
 turn, this starts its servers, runs the four scenarios, each from its own
 load generator process (bench/loadgen.py), and stops the servers before the
 next system starts:
@@ -256,9 +258,9 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
             runs[name] = []
         for index in range(plan.repeats):
             for name, system in started.items():
-                # The previous system's backlog must not land on this one's run.
-                settle(*started.values())
                 try:
+                    # The previous system's backlog must not land on this one's run.
+                    settle(*started.values())
                     run = fixed_rate_run(system, plan, index)
                 except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                     traceback.print_exc()
@@ -267,16 +269,27 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
                 runs[name].append(run)
                 log(f"{name}: latency round {index + 1} -> {json.dumps(brief(run))}")
     finally:
+        # A second Ctrl-C while stopping one system still lets the rest stop.
+        interrupted = None
         for name, system in started.items():
             log(f"{name}: stopping after the latency rounds")
-            stop_quietly(system)
+            try:
+                stop_quietly(system)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
     for name, system_runs in runs.items():
-        measured = [run for run in system_runs if "latency_ms" in run]
-        if not measured:
-            results[name] = system_runs[0]
-            continue
-        results[name] = median_run(measured, lambda run: run["latency_ms"]["p99"], LATENCY_RUN_KEYS)
+        # Every run is listed, failed ones too; median_run leaves those with
+        # an error out of the median.
+        results[name] = median_run(system_runs, run_p99, LATENCY_RUN_KEYS)
     return results
+
+
+def run_p99(run: dict) -> float:
+    """Return a latency run's p99 for ordering runs; a run that measured nothing counts as the slowest."""
+    p99 = (run.get("latency_ms") or {}).get("p99")
+    return float("inf") if p99 is None else p99
 
 
 def stop_quietly(system: System) -> None:
@@ -339,7 +352,9 @@ def storm(system: System, plan: Plan) -> dict:
 
 
 # Fields of each latency run kept in the median run's "runs" list.
-LATENCY_RUN_KEYS = ("round", "latency_ms", "lost", "duplicated", "reordered", "misrouted", "server_drops")
+LATENCY_RUN_KEYS = (
+    "round", "error", "latency_ms", "lost", "duplicated", "reordered", "misrouted", "server_drops"
+)
 # Counters summed over all runs, so a loss in any run is reported.
 SUMMED_KEYS = ("sent", "received", "rejected", "lost", "duplicated", "reordered", "misrouted", "failed")
 
