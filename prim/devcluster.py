@@ -213,7 +213,12 @@ class Cluster:
             "PRIM_NODE_ID": name,
         }
         process = spawn(name, [_bin("prim-edge")], http_port, env, self.log_dir)
-        wait_port(grpc_port, process.proc)
+        try:
+            wait_port(grpc_port, process.proc)
+        except Exception:
+            # Its HTTP port is open, so the edge runs; it must not outlive this failure.
+            process.stop(signal.SIGKILL)
+            raise
         self.processes[name] = process
         return process
 
