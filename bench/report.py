@@ -251,7 +251,7 @@ def repeats_table(results: dict) -> str:
 
 
 def round_ratios(results: dict) -> str:
-    """Describe prim's p99 over the best peer's, round by round, or return "" without both."""
+    """Return a sentence of prim's p99 over the best peer's in each round, or "" when either has none."""
     peer, _ = best_peer(results, "latency", ("latency_ms", "p99"), lowest=True)
     if peer is None:
         return ""
@@ -480,15 +480,16 @@ What keeps prim from the targets it misses, as measured while building it:
   native callbacks and gRPC's poller thread) rather than in prim's code.
   The stalls of the garbage collector and the Redis read per message that
   used to dominate the tail are gone (see the list above).
-  - Each process took timestamps on 12,000 messages' way, with a temporary
-    patch that is not in the code. The median message took 1.6 ms in all:
+  - A temporary patch, not kept in the code, timestamped 12,000 messages in
+    each process they crossed. The median message took 1.6 ms in all:
     0.25 ms for the gRPC hop from edge to router, 0.24 ms inside the router
     and 0.27 ms for the hop from router to edge. The slowest 1% averaged
     16.8 ms, spread over every stage: the processes waited for a core.
   - At 1,000 msg/s the main threads of prim's three processes on the way
     switch context about 114,000 times in 12 s, against about 31,000 for
     python-socketio's two servers. In gRPC's asyncio stack a poller thread
-    takes each finished stream operation and then wakes the event loop.
+    (`PollerCompletionQueue`) takes each finished stream operation and then
+    wakes the event loop.
   - These changes gave no gain beyond this host's noise, and were dropped:
     - replies on DeliverStream gathered for up to 2 ms (it cut the receiving
       edge's CPU by about 15%);
@@ -498,8 +499,8 @@ What keeps prim from the targets it misses, as measured while building it:
     - a 0.5 ms GIL switch interval.
   - A fast path for a sender and recipient on one edge is not built. The
     router would have to hand a sending edge its local pushes in the reply
-    to the send, beside the delivery stream. Two streams give no order between them, so a
-    recipient could get a later message first.
+    to the send, beside the delivery stream. The two streams have no order
+    between them, so a recipient could get a later message first.
 - Stored throughput: each message writes two timeline documents, each with
   two secondary indexes, and updates two counters, in one transaction. The
   Mongo stand-in's profile below shows its time in index maintenance, while
@@ -571,11 +572,11 @@ connects/s. Their counts of messages, losses, duplicates, reordering and
 failures are sums over all the runs. Every run is listed under "Repeated runs".
 
 The latency runs go in rounds. Every system is started before the first
-round and stays up, idle, while the others are measured, and each round runs
-each system once. This host's speed drifts over minutes. Measured one after
-another, two systems could meet different conditions. In rounds, the runs
-compared lie a minute or two apart. Every other scenario runs with one
-system up at a time.
+round and stays up, idle, while the others are measured. Each round runs
+each system once. This host's speed drifts over minutes, so two systems
+measured one after the other could meet different conditions. In rounds,
+the runs compared are a minute or two apart. Every other scenario runs with
+one system up at a time.
 
 ## How each system is set up
 

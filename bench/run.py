@@ -217,7 +217,7 @@ def saturate(
 
 
 def fixed_rate_run(system: System, plan: Plan, index: int) -> dict:
-    """Run scenario 1 once at the fixed latency rate; prim sends online-only messages."""
+    """Run scenario 1 once at the fixed latency rate. prim sends online-only messages."""
     persist = False if system.name == "prim" else None
     config = {
         **pairs_config(system, plan, persist),
@@ -230,7 +230,7 @@ def fixed_rate_run(system: System, plan: Plan, index: int) -> dict:
 
 
 def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
-    """Scenario 1's latency, ``plan.repeats`` rounds with each system once per round.
+    """Measure scenario 1's latency in ``plan.repeats`` rounds, each system once per round.
 
     The systems run side by side, idle but for the one being measured, so
     that each round measures every system within a minute or so. This host's
@@ -280,14 +280,14 @@ def latency_rounds(names: list[str], plan: Plan) -> dict[str, dict]:
         if interrupted is not None:
             raise interrupted
     for name, system_runs in runs.items():
-        # Every run is listed, failed ones too; median_run leaves those with
-        # an error out of the median.
+        # Failed runs are listed too. median_run leaves runs with an error
+        # out of the median.
         results[name] = median_run(system_runs, run_p99, LATENCY_RUN_KEYS)
     return results
 
 
 def run_p99(run: dict) -> float:
-    """Return a latency run's p99 for ordering runs; a run that measured nothing counts as the slowest."""
+    """Return a latency run's p99 for sorting runs. A run that measured nothing sorts as the slowest."""
     p99 = (run.get("latency_ms") or {}).get("p99")
     return float("inf") if p99 is None else p99
 
@@ -527,7 +527,9 @@ def run(
     if only is None or "latency" in only:
         for name, latency in latency_rounds(names, plan).items():
             results["systems"][name]["latency"] = latency
-    for name in names if only is None or only - {"latency"} else ():
+    # With only the latency step selected, no system needs starting again.
+    other_steps = only is None or bool(only - {"latency"})
+    for name in names if other_steps else []:
         system = SYSTEMS[name](WORK_DIR / "logs")
         log(f"{name}: starting")
         try:

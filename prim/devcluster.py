@@ -216,7 +216,8 @@ class Cluster:
         try:
             wait_port(grpc_port, process.proc)
         except Exception:
-            # Its HTTP port is open, so the edge runs; it must not outlive this failure.
+            # The edge's HTTP port is open, so it is running. Kill it so that it
+            # does not outlive the failed start.
             process.stop(signal.SIGKILL)
             raise
         self.processes[name] = process
