@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from typing import Any
@@ -62,6 +63,17 @@ def _error_frame(error: PrimError, frame_seq: str, cmd: str) -> bytes:
     return frames.encode_error(error, frame_seq, cmd)
 
 
+async def _close_websocket(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close ``websocket`` unless it is already gone.
+
+    A module function, not a Session method: the Connection holds it, and a
+    bound method would tie the Session and its Connection in a reference
+    cycle that only the garbage collector could free.
+    """
+    if websocket.application_state != WebSocketState.DISCONNECTED:
+        await websocket.close(code, reason)
+
+
 class Session:
     def __init__(self, node: EdgeNode, websocket: WebSocket):
         self.node = node
@@ -75,7 +87,7 @@ class Session:
         self.conn = Connection(
             str(ObjectId()),
             writer,
-            self._close,
+            functools.partial(_close_websocket, websocket),
             settings.send_queue_frames,
             settings.send_queue_bytes,
         )
@@ -86,10 +98,6 @@ class Session:
         self._msg_sender: asyncio.Task | None = None
         # Arrival times of recent oversized WebSocket messages, made when first needed.
         self._oversized_at: collections.deque[float] | None = None
-
-    async def _close(self, code: int, reason: str) -> None:
-        if self.ws.application_state != WebSocketState.DISCONNECTED:
-            await self.ws.close(code, reason)
 
     def reply(self, frame_seq: str, cmd: str, data: Any) -> None:
         self.conn.push(frames.encode_reply(frame_seq, cmd, 200, data), cmd)

@@ -291,10 +291,27 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         )
 
     def connection_made(self, transport) -> None:
+        # uvicorn's HTTP protocol calls this while upgrading, before it hands
+        # the transport over, so the transport still names that protocol.
+        # httptools' parser keeps bound methods of it, a reference cycle
+        # that holds the transport until the garbage collector runs.
+        # Nothing parses HTTP on this connection again, so drop the parser.
+        http = transport.get_protocol()
+        if http is not self and getattr(http, "parser", None) is not None:
+            http.parser = None
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         if self.send_buffer_bytes and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # The scope and this protocol refer to each other through the entry
+        # handle_connect made. Removing it lets reference counting free both
+        # once the session ends, instead of the garbage collector.
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(PROTOCOL_KEY, None)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
