@@ -867,3 +867,43 @@ async def test_slow_consumer_recovers_with_sync(fanout):
             await u4.close()
     finally:
         await tenant.close()
+
+
+async def test_sync_reads_only_its_timeline(cluster):
+    # Timeline ids are "tenant/user/seq". User and tenant ids that extend
+    # another's with "-" or "." (which sort before "/") must not leak into
+    # its sync, and seqs of one, two and three hex digits keep their order.
+    store = MessageStore(cluster.mongo_url, "prim", "majority")
+    await store.start()
+    tenant = unique("ids")
+    try:
+        items = []
+        for n in range(300):
+            for sender_tenant, to in ((tenant, "a"), (tenant, "a-b"), (tenant, "a.b"), (f"{tenant}-x", "a")):
+                items.append(
+                    Outgoing(
+                        tenant=sender_tenant,
+                        sender={"userId": "z", "nickname": "", "avatar": ""},
+                        to=to,
+                        message=f"{sender_tenant} {to} {n}",
+                        msg_type="info",
+                        msg_cont_type="text",
+                        client_msg_id="",
+                    )
+                )
+        await store.store_many(items)
+
+        messages, after = [], 0
+        while True:
+            docs, has_more = await store.sync_page(tenant, "a", after, 64)
+            messages += docs
+            if not has_more:
+                break
+            after = docs[-1]["seq"]
+        middle, _ = await store.sync_page(tenant, "a", 250, 10)
+    finally:
+        await store.close()
+    assert [m["seq"] for m in messages] == list(range(1, 301))
+    assert [m["message"] for m in messages] == [f"{tenant} a {n}" for n in range(300)]
+    assert {(m["tenant"], m["user"]) for m in messages} == {(tenant, "a")}
+    assert [m["seq"] for m in middle] == list(range(251, 261))
