@@ -3,7 +3,7 @@
 Besides the raw rate of plain documents, it measures how fast the server
 takes the documents prim writes for each message: one on the sender's and
 one on the recipient's timeline, into a collection with the router's
-timeline index and `_id`s. That is the part of a stored message's cost that lies in
+timeline indexes. That is the part of a stored message's cost that lies in
 the server's index maintenance, before prim's seq counters and transaction.
 """
 

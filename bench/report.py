@@ -357,7 +357,7 @@ def mongo_sentence(results: dict) -> str:
         f"{number(insert.get('insert_many_per_second'))} documents/s\n"
         f"with insert_many batches of {insert.get('batch', 'n/a')}. prim writes two documents for a\n"
         "stored message, one on each of the two timelines, into a collection with the router's\n"
-        "timeline index, and with the timeline position as `_id`. Those went in at "
+        "two timeline indexes. Those went in at "
         f"{number(insert.get('timeline_messages_per_second'))} messages/s with insert_many\n"
         "batches of the same number of messages, without prim's seq counters and transaction."
     )
@@ -469,9 +469,6 @@ What prim does for these numbers:
 - A closed WebSocket leaves no reference cycles, so reference counting
   frees its objects at once. Before, each left about 50 objects for the
   garbage collector, and the edge's memory grew between full passes.
-- A timeline document's `_id` is its position (tenant, user and seq), so
-  sync reads the `_id` index and each document has one secondary index,
-  for conversation pages.
 
 The targets it still misses are open work.
 
@@ -508,20 +505,25 @@ What keeps prim from the targets it misses, as measured while building it:
     to the send, beside the delivery stream. The two streams have no order
     between them, so a recipient could get a later message first.
 - Stored throughput: each message writes two timeline documents, each with
-  its `_id` and one secondary index, and updates two counters, in one
-  transaction. The Mongo stand-in's profile below shows its time in index
-  maintenance, while insert_many of plain documents updates one index per
-  document. Row 3c measures the stand-in on prim's own timeline documents
-  and index, without counters or transaction.
-  - A unique index on (tenant, user, seq) used to do what the `_id` does
-    now. In alternated runs, dropping it raised prim's stored rate from
-    1,812 and 1,820 to 2,636 and 2,585 msg/s.
+  two secondary indexes, and updates two counters, in one transaction. The
+  Mongo stand-in's profile below shows its time in index maintenance, while
+  insert_many of plain documents updates one index per document. Row 3c
+  measures the stand-in on prim's own timeline documents and indexes,
+  without counters or transaction.
   - On the stand-in, insert_many of prim's two documents per message went
-    in at 2,100-2,400 msg/s with both indexes, 3,300-3,800 with the `_id`
-    and one index, and 6,300-7,300 with no secondary index. Even with no
-    secondary index, two documents per message stay below 0.7× of the plain
-    rate, which counts one document each. So that target is out of reach for
-    per-user timelines on this server.
+    in at 2,100-2,400 msg/s with both indexes, 3,300-3,800 with one, and
+    6,300-7,300 with none but `_id`. Even with no secondary index, two
+    documents per message stay below 0.7× of the plain rate, which counts
+    one document each. So that target is out of reach for per-user
+    timelines on this server.
+  - Tried and reverted: the timeline position (tenant, user, seq) as each
+    document's `_id`, in place of the unique index on those fields. In
+    alternated runs prim's stored rate rose from 1,812 and 1,820 to 2,636
+    and 2,585 msg/s. But the stand-in answers a range of `_id`s by scanning
+    the whole collection, so sync took 255 ms with 10,000 documents stored
+    and 508 ms with 20,000, against 10 ms or less with the index. MongoDB itself
+    uses the `_id` index for such ranges, but no `mongod` runs here to
+    check it.
 
 ## Results
 

@@ -368,8 +368,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if request.after_seq < 0:
             raise invalid("afterSeq", request.after_seq, "must be 0 or more")
         limit = ids.check_int("limit", request.limit, 1, SYNC_LIMIT_MAX)
-        docs, has_more = await self.store.sync_page(
-            request.tenant, request.user_id, request.after_seq, limit
+        docs, has_more = await self.store.page(
+            "timeline",
+            {"tenant": request.tenant, "user": request.user_id},
+            before=None,
+            after=request.after_seq,
+            limit=limit,
         )
         return common_pb2.MessagePage(messages=[_message_proto(d) for d in docs], has_more=has_more)
 

@@ -4,11 +4,7 @@ Collections (every document and query carries the tenant):
 
 * ``timeline``: one document per message per timeline it enters, the
   sender's and the recipient's (one for a message to oneself). ``seq`` is
-  the position on ``user``'s timeline. The ``_id`` is ``tenant/user/seq``
-  with the seq in 16 hex digits (:func:`timeline_id`), so it is unique per
-  timeline position, and a timeline's documents sort by seq on the ``_id``
-  index. Sync reads that index, and a second index serves the pages of one
-  conversation.
+  the position on ``user``'s timeline; unique on (tenant, user, seq).
 * ``counters``: the last seq of each timeline, ``_id`` ``tenant/user``, and
   of each tenant's broadcast history, ``_id`` ``tenant/#broadcast`` (ids
   cannot contain ``/`` or ``#``).
@@ -49,13 +45,12 @@ from prim.messages import wire_message
 log = logging.getLogger("prim.router.store")
 
 DEDUP_DAYS = 2
-# The timeline's secondary indexes, with create_index options: one conversation's
-# pages. A user's timeline in seq order is the range of its _id prefix.
+# The timeline's secondary indexes, with create_index options: a user's pages
+# and sync by seq, and one conversation's pages.
 TIMELINE_INDEXES: tuple[tuple[list[tuple[str, int]], dict[str, Any]], ...] = (
+    ([("tenant", ASCENDING), ("user", ASCENDING), ("seq", ASCENDING)], {"unique": True}),
     ([("tenant", ASCENDING), ("user", ASCENDING), ("peer", ASCENDING), ("seq", ASCENDING)], {}),
 )
-# The largest seq that timeline_id can encode (protobuf's seq fields are int64).
-MAX_SEQ = 2**63 - 1
 BROADCAST_KEY = "#broadcast"
 
 
@@ -397,22 +392,6 @@ class MessageStore:
 
     # Reads
 
-    async def sync_page(
-        self, tenant: str, user: str, after: int, limit: int
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """Return the oldest ``limit`` documents of ``user``'s timeline after seq ``after``, and whether more follow."""
-        query = {
-            "_id": {"$gt": timeline_id(tenant, user, after), "$lte": timeline_id(tenant, user, MAX_SEQ)},
-            "tenant": tenant,
-            "user": user,
-        }
-        try:
-            docs = await self.timeline.find(query, {"_id": 0}).sort("_id", ASCENDING).limit(limit + 1).to_list()
-        except PyMongoError as exc:
-            log.error("reading messages failed", extra={"query": str(query), "error": repr(exc)})
-            raise Unavailable("message store unavailable") from None
-        return docs[:limit], len(docs) > limit
-
     async def page(
         self,
         collection: str,
@@ -520,19 +499,9 @@ def _timeline_users(item: Outgoing) -> list[str]:
     return [item.sender_id] if item.to == item.sender_id else [item.sender_id, item.to]
 
 
-def timeline_id(tenant: str, user: str, seq: int) -> str:
-    """Return the ``_id`` of the document at ``seq`` on ``user``'s timeline.
-
-    Tenant and user ids contain no ``/``, and the seq has a fixed width, so
-    one timeline's ids share a prefix and sort in seq order.
-    """
-    return f"{tenant}/{user}/{seq:016x}"
-
-
 def timeline_doc(item: Outgoing, user: str, seq: int) -> dict[str, Any]:
     """Build the document of ``item`` on ``user``'s timeline at ``seq``."""
     return {
-        "_id": timeline_id(item.tenant, user, seq),
         "tenant": item.tenant,
         "user": user,
         "seq": seq,
