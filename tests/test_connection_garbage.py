@@ -1,11 +1,12 @@
 """A closed WebSocket connection leaves nothing for the garbage collector.
 
-Reference cycles between a connection's objects (the Session and its
-Connection, the ASGI scope and the WebSocket protocol, uvicorn's HTTP
-protocol and its parser) kept each closed connection's objects alive until a
-full collection, which walks every live object of the edge. A busy edge
-would pause all its connections for that. This test counts, in a real edge
-process, what a full collection finds after connections close.
+Reference cycles kept each closed connection's objects alive until a full
+collection: the Session and its Connection, the ASGI scope and the
+WebSocket protocol, uvicorn's HTTP protocol and its parser, and a failed
+handshake's traceback. A full collection walks every live object of the
+edge, so a busy edge would pause all its connections for it.
+This test counts, in a real edge process, what a full collection finds
+after connections close.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 PROBE = Path(__file__).resolve().parent / "gc_probe"
 CLOSED_CLEANLY = 60
 DROPPED = 20
+FAILED_HANDSHAKES = 20
 
 
 @pytest.fixture
@@ -82,7 +84,19 @@ async def test_closed_connections_leave_no_cycles(cluster, probed_edge):
             ws = await websockets.connect(f"{url}?token={token}")
             ws.transport.abort()
 
-        # The edge notices the closes and unregisters the users; wait until
+        # Upgrade requests that fail the WebSocket handshake (no Sec-WebSocket-Key).
+        for _ in range(FAILED_HANDSHAKES):
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+            writer.write(
+                b"GET /acc HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            status = await asyncio.wait_for(reader.readline(), 10)
+            assert status.startswith(b"HTTP/1.1 400"), status
+            writer.close()
+            await writer.wait_closed()
+
+        # The edge notices the closes and unregisters the users. Wait until
         # presence has none of them left.
         deadline = time.monotonic() + 20
         while (online := await tenant.list_user_maps()) and time.monotonic() < deadline:
@@ -91,5 +105,6 @@ async def test_closed_connections_leave_no_cycles(cluster, probed_edge):
         found = await garbage_report(process.proc.pid, report)
     finally:
         await tenant.close()
-    # Before the fix each connection left about 50 objects in cycles.
-    assert found["unreachable"] < 0.5 * (CLOSED_CLEANLY + DROPPED), found
+    # Before the fix each connection left about 50 objects in cycles, and
+    # each failed handshake about 80.
+    assert found["unreachable"] < 0.5 * (CLOSED_CLEANLY + DROPPED + FAILED_HANDSHAKES), found

@@ -312,6 +312,17 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"].pop(PROTOCOL_KEY, None)
+        # A failed handshake keeps its exception, whose traceback reaches back
+        # to the protocols through their frames. Dropping the tracebacks
+        # breaks those cycles.
+        errors, seen = [self.conn.handshake_exc], set()
+        while errors:
+            error = errors.pop()
+            if error is None or id(error) in seen:
+                continue
+            seen.add(id(error))
+            error.__traceback__ = None
+            errors += (error.__cause__, error.__context__)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
