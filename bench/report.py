@@ -521,9 +521,9 @@ What keeps prim from the targets it misses, as measured while building it:
     alternated runs prim's stored rate rose from 1,812 and 1,820 to 2,636
     and 2,585 msg/s. But the stand-in answers a range of `_id`s by scanning
     the whole collection, so sync took 255 ms with 10,000 documents stored
-    and 508 ms with 20,000, against 10 ms or less with the index. MongoDB itself
-    uses the `_id` index for such ranges, but no `mongod` runs here to
-    check it.
+    and 508 ms with 20,000, against 10 ms or less with the index. MongoDB
+    should scan the `_id` index for such ranges, but that is unchecked: no
+    `mongod` runs here.
 
 ## Results
 

@@ -105,6 +105,6 @@ async def test_closed_connections_leave_no_cycles(cluster, probed_edge):
         found = await garbage_report(process.proc.pid, report)
     finally:
         await tenant.close()
-    # Before the fix each connection left about 50 objects in cycles, and
+    # With the cycles in place, each connection left about 50 objects and
     # each failed handshake about 80.
     assert found["unreachable"] < 0.5 * (CLOSED_CLEANLY + DROPPED + FAILED_HANDSHAKES), found

@@ -263,6 +263,23 @@ class _Flag:
                 self._waiters.remove(waiter)
 
 
+def _drop_tracebacks(error: BaseException | None) -> None:
+    """Clear the tracebacks of ``error`` and of every exception in its cause and context chain.
+
+    websockets keeps a failed handshake's exception on the protocol, and its
+    traceback's frames refer back to the protocols, a cycle that only the
+    garbage collector could free.
+    """
+    errors, seen = [error], set()
+    while errors:
+        error = errors.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        error.__traceback__ = None
+        errors += (error.__cause__, error.__context__)
+
+
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with :class:`LimitedServerProtocol` inside.
 
@@ -291,11 +308,8 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         )
 
     def connection_made(self, transport) -> None:
-        # uvicorn's HTTP protocol calls this while upgrading, before it hands
-        # the transport over, so the transport still names that protocol.
-        # httptools' parser keeps bound methods of it, a reference cycle
-        # that holds the transport until the garbage collector runs.
-        # Nothing parses HTTP on this connection again, so drop the parser.
+        # During the upgrade the transport still names uvicorn's HTTP protocol, whose
+        # parser refers back to it in a cycle. No HTTP is parsed here again.
         http = transport.get_protocol()
         if http is not self and getattr(http, "parser", None) is not None:
             http.parser = None
@@ -312,17 +326,7 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"].pop(PROTOCOL_KEY, None)
-        # A failed handshake keeps its exception, whose traceback reaches back
-        # to the protocols through their frames. Dropping the tracebacks
-        # breaks those cycles.
-        errors, seen = [self.conn.handshake_exc], set()
-        while errors:
-            error = errors.pop()
-            if error is None or id(error) in seen:
-                continue
-            seen.add(id(error))
-            error.__traceback__ = None
-            errors += (error.__cause__, error.__context__)
+        _drop_tracebacks(self.conn.handshake_exc)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
