@@ -31,16 +31,24 @@ from pathlib import Path
 _PORT_RANGE = (20000, 32000)
 
 
+# Ports this process has handed out. A cluster picks all its ports before it
+# starts anything, so a port must not come back while its owner has not bound it.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on now and no earlier call returned."""
     for _ in range(200):
         port = random.randint(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError(f"no free port found in {_PORT_RANGE}")
 
 
@@ -85,6 +93,16 @@ class Process:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Return the last ``lines`` lines of the process's log, or "" without a log."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 16384))
+            tail = log.read().decode(errors="replace")
+        return "\n".join(tail.splitlines()[-lines:])
 
 
 def spawn(
@@ -230,6 +248,10 @@ class Cluster:
         self.start_service("router", self.router_port)
         for index in range(len(self.edge_http_ports)):
             self.start_edge(index)
+
+    def exited(self) -> list[Process]:
+        """Return the processes that have ended, stopped by the cluster or not."""
+        return [process for process in self.processes.values() if process.proc.poll() is not None]
 
     def stop(self) -> None:
         for name in reversed(list(self.processes)):

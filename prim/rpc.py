@@ -85,6 +85,9 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # gRPC sets SO_REUSEPORT by default, so a second server on a taken port
+    # would start and take a share of its connections. Fail its start instead.
+    ("grpc.so_reuseport", 0),
 ]
 
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -157,9 +160,17 @@ def add_port(server: grpc.aio.Server, address: str, grpc_tls: tls.GrpcTls | None
     ``grpc_tls`` None takes the files from the ``PRIM_GRPC_TLS_*`` environment variables.
     """
     grpc_tls = grpc_tls or tls.from_environment()
-    if grpc_tls is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, grpc_tls.server_credentials())
+    try:
+        if grpc_tls is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, grpc_tls.server_credentials())
+    except RuntimeError:
+        # grpcio raises RuntimeError when it binds none of the addresses, as for a port in use.
+        log.error(
+            "binding the gRPC port failed: is another process listening on it?",
+            extra={"listen": address},
+        )
+        return 0
 
 
 # A health name that is SERVING while the process runs, whatever its

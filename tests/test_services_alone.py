@@ -72,3 +72,37 @@ async def test_edge_alone_serving(tmp_path):
     finally:
         assert process.stop(signal.SIGTERM) == 0
     assert '"event":"stopped"' in process.log_path.read_text()
+
+
+async def test_second_router_on_a_taken_port_exits(mongo_server, db_name, tmp_path):
+    port = devcluster.free_port()
+    env = {
+        "PRIM_LISTEN": f"127.0.0.1:{port}",
+        "PRIM_MONGO_URL": mongo_server,
+        "PRIM_MONGO_DB": db_name,
+        "PRIM_PRESENCE_ADDR": f"127.0.0.1:{devcluster.free_port()}",
+    }
+    router = [devcluster._bin("prim-router")]
+    first = devcluster.spawn("router", router, port, env, tmp_path / "first")
+    try:
+        await wait_serving(port, "prim.v1.Router")
+        # gRPC's default SO_REUSEPORT would let this one start and take a
+        # share of the first one's connections.
+        second = devcluster.spawn("router", router, port, env, tmp_path / "second", wait=False)
+        try:
+            code = await asyncio.to_thread(second.proc.wait, 30)
+        finally:
+            second.stop(signal.SIGKILL)
+        assert code != 0
+        log = second.log_path.read_text()
+        assert "binding the gRPC port failed" in log
+        assert f'"listen":"127.0.0.1:{port}"' in log
+        assert f"cannot listen on 127.0.0.1:{port}" in log
+        await wait_serving(port, "prim.v1.Router")
+    finally:
+        assert first.stop(signal.SIGTERM) == 0
+
+
+def test_free_port_never_repeats():
+    ports = [devcluster.free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
