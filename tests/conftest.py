@@ -14,6 +14,21 @@ from prim import devcluster
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Add the log tail of every suite process that has died to a failed test's report."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if not isinstance(value, devcluster.Cluster):
+                continue
+            for process in value.exited():
+                report.sections.append(
+                    (f"{process.name} exited with {process.proc.returncode}", process.log_tail())
+                )
+    return report
+
+
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
     port = devcluster.free_port()
