@@ -272,6 +272,68 @@ def round_ratios(results: dict) -> str:
     return f"prim's p99 over {peer}'s in each round where both measured one: {listed}."
 
 
+HOP_SHAPES = {
+    "grpc2": "two gRPC stream hops: source, relay, sink (prim's edge, router, edge)",
+    "grpc1": "one gRPC stream hop: source, sink",
+    "redis1": "one Redis PUBLISH read by a subscriber (python-socketio's server to server)",
+}
+
+
+def hops_section(results: dict) -> str:
+    """Build the transport floor section from the hops step, or "" when the run has none."""
+    floor = results.get("hops")
+    if not floor:
+        return ""
+    if "error" in floor:
+        return f"## Transport floor\n\nThe step failed: {floor['error']}\n"
+    rows, median_p99 = [], {}
+    for shape, label in HOP_SHAPES.items():
+        runs = floor["runs"].get(shape) or []
+        p50s = [number(run.get("p50"), 2) for run in runs]
+        p99s = [number(run.get("p99"), 2) for run in runs]
+        measured = sorted(run["p99"] for run in runs if run.get("p99"))
+        if measured:
+            median_p99[shape] = measured[len(measured) // 2]
+        errors = [run["error"] for run in runs if "error" in run]
+        rows.append(
+            [
+                f"`{shape}`",
+                label,
+                ", ".join(p50s) or "n/a",
+                ", ".join(p99s) or "n/a",
+                number(median_p99.get(shape), 2),
+                "; ".join(errors),
+            ]
+        )
+    header = [
+        "chain", "what it crosses", "p50 ms, each run", "p99 ms, each run", "median p99 ms", "errors"
+    ]
+    text = f"""## Transport floor
+
+Each transport alone, at {floor["rate"]:,} msg/s for {floor["seconds"]:g} s a run,
+between processes that do nothing else (`bench/hops.py`). A message's time
+counts from the moment its source hands it over, so the pacing's lateness
+is left out. These are the least a message can take on each path here.
+
+{table(header, rows)}
+"""
+    if "grpc2" in median_p99 and "redis1" in median_p99:
+        extra = median_p99["grpc2"] - median_p99["redis1"]
+        text += (
+            f"\nBy median p99, prim's path costs {extra:.2f} ms more than python-socketio's "
+            f"({median_p99['grpc2'] / median_p99['redis1']:.2f}×) before either does any work."
+        )
+        prim_p99 = value(results, "prim", "latency", "latency_ms", "p99")
+        socketio_p99 = value(results, "socketio", "latency", "latency_ms", "p99")
+        if prim_p99 and socketio_p99:
+            text += (
+                f" In the latency rounds above, prim's p99 was {prim_p99 - socketio_p99:.2f} ms"
+                " above python-socketio's."
+            )
+        text += "\n"
+    return text
+
+
 def integrity_table(results: dict) -> str:
     rows = []
     for name in systems_in(results):
@@ -483,6 +545,17 @@ What keeps prim from the targets it misses, as measured while building it:
   native callbacks and gRPC's poller thread) rather than in prim's code.
   The stalls of the garbage collector and the Redis read per message that
   used to dominate the tail are gone (see the list above).
+  - "Transport floor" below measures the two paths alone, with no
+    messaging code. One gRPC stream hop costs about what a Redis publish
+    does, so prim's second hop accounts for much of its distance from
+    python-socketio's p99, and that section compares the two in this run.
+    Closing it needs a path with one hop, such as edges that deliver to
+    each other without the router.
+  - Tried and dropped: the edge delivering each DeliverStream request as
+    soon as it is read, instead of after the reply to the previous one is
+    written. In two latency runs prim's p99 over python-socketio's was
+    1.26× and 1.39×, against 1.43× in a run just before: within this
+    host's noise.
   - A temporary patch, not kept in the code, timestamped 12,000 messages in
     each process they crossed. The median message took 1.6 ms in all:
     0.25 ms for the gRPC hop from edge to router, 0.24 ms inside the router
@@ -553,6 +626,7 @@ are not expected. *Server drops* are the drop counters the peers report.
 
 {round_ratios(results)}
 
+{hops_section(results)}
 ## Scenarios
 
 1. **Cross-node 1:1.** {plan["pairs"]} senders on server 1, each paired with a

@@ -5,7 +5,9 @@ and each round runs each system once while the others stay up, idle. Then,
 for each system (prim, python-socketio, Django Channels, the picows relay) in
 turn, this starts its servers, runs the four scenarios, each from its own
 load generator process (bench/loadgen.py), and stops the servers before the
-next system starts:
+next system starts. Between the two, the transport floor step measures
+gRPC stream hops and a Redis publish alone, at the latency rate
+(bench/hops.py). The scenarios:
 
 1. cross-node pairs: senders on server 1, receivers on server 2. The run
    measures delivered messages/s at saturation, and latency at a fixed total
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import psutil
 
-from bench import environment, mongo_rate, profile, report
+from bench import environment, hops, mongo_rate, profile, report
 from bench.systems import ROOT, SYSTEMS, System
 
 WORK_DIR = ROOT / "var" / "bench"
@@ -415,6 +417,7 @@ STEPS = (
     "idle",
     "storm",
     "broadcast",
+    "hops",
 )
 
 
@@ -527,8 +530,17 @@ def run(
     if only is None or "latency" in only:
         for name, latency in latency_rounds(names, plan).items():
             results["systems"][name]["latency"] = latency
-    # With only the latency step selected, no system needs starting again.
-    other_steps = only is None or bool(only - {"latency"})
+    if only is None or "hops" in only:
+        log("transport floor")
+        try:
+            results["hops"] = hops.measure(
+                plan.latency_rate, plan.latency_seconds, plan.repeats, WORK_DIR / "logs" / "hops"
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded in the results, the run goes on
+            traceback.print_exc()
+            results["hops"] = {"error": f"{type(exc).__name__}: {exc}"}
+    # With only the latency or hops step selected, no system needs starting again.
+    other_steps = only is None or bool(only - {"latency", "hops"})
     for name in names if other_steps else []:
         system = SYSTEMS[name](WORK_DIR / "logs")
         log(f"{name}: starting")
