@@ -313,7 +313,8 @@ def hops_section(results: dict) -> str:
 Each transport alone, at {floor["rate"]:,} msg/s for {floor["seconds"]:g} s a run,
 between processes that do nothing else (`bench/hops.py`). A message's time
 counts from the moment its source hands it over, so the pacing's lateness
-is left out. These are the least a message can take on each path here.
+is left out. No messaging code runs on these paths, so a system that takes
+one of them cannot deliver faster than its row here.
 
 {table(header, rows)}
 """
@@ -547,8 +548,8 @@ What keeps prim from the targets it misses, as measured while building it:
   used to dominate the tail are gone (see the list above).
   - "Transport floor" below measures the two paths alone, with no
     messaging code. One gRPC stream hop costs about what a Redis publish
-    does, so prim's second hop accounts for much of its distance from
-    python-socketio's p99, and that section compares the two in this run.
+    does, so prim's second hop accounts for part of its distance from
+    python-socketio's p99. That section sets the two side by side in this run.
     Closing it needs a path with one hop, such as edges that deliver to
     each other without the router.
   - Tried and dropped: the edge delivering each DeliverStream request as
