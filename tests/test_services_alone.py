@@ -33,14 +33,19 @@ async def wait_serving(port: int, service: str = "", timeout: float = 15.0) -> N
     raise AssertionError(f"health of {service!r} on {port} is {reply}")
 
 
-async def test_router_alone_serving(mongo_server, db_name, tmp_path):
-    port = devcluster.free_port()
-    env = {
+def router_env(port: int, mongo_url: str, db_name: str) -> dict[str, str]:
+    """Return the environment of a router on ``port`` whose presence service is absent."""
+    return {
         "PRIM_LISTEN": f"127.0.0.1:{port}",
-        "PRIM_MONGO_URL": mongo_server,
+        "PRIM_MONGO_URL": mongo_url,
         "PRIM_MONGO_DB": db_name,
         "PRIM_PRESENCE_ADDR": f"127.0.0.1:{devcluster.free_port()}",
     }
+
+
+async def test_router_alone_serving(mongo_server, db_name, tmp_path):
+    port = devcluster.free_port()
+    env = router_env(port, mongo_server, db_name)
     process = devcluster.spawn("router", [devcluster._bin("prim-router")], port, env, tmp_path)
     try:
         await wait_serving(port)
@@ -76,12 +81,7 @@ async def test_edge_alone_serving(tmp_path):
 
 async def test_second_router_on_a_taken_port_exits(mongo_server, db_name, tmp_path):
     port = devcluster.free_port()
-    env = {
-        "PRIM_LISTEN": f"127.0.0.1:{port}",
-        "PRIM_MONGO_URL": mongo_server,
-        "PRIM_MONGO_DB": db_name,
-        "PRIM_PRESENCE_ADDR": f"127.0.0.1:{devcluster.free_port()}",
-    }
+    env = router_env(port, mongo_server, db_name)
     router = [devcluster._bin("prim-router")]
     first = devcluster.spawn("router", router, port, env, tmp_path / "first")
     try:
