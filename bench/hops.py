@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import redis.asyncio
@@ -39,6 +40,7 @@ POINTS = (50, 90, 99)
 METHOD = "/bench.Hop/Stream"
 CHANNEL = "bench-hops"
 WARMUP_SECONDS = 1.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _identity(data: bytes) -> bytes:
@@ -56,7 +58,7 @@ def _payload(sent: float) -> bytes:
 
 
 def _latency_ns(payload: bytes) -> int:
-    return int((time.perf_counter() - struct.unpack("d", payload[:8])[0]) * 1e9)
+    return int((time.monotonic() - struct.unpack("d", payload[:8])[0]) * 1e9)
 
 
 class Sink:
@@ -130,13 +132,13 @@ async def grpc_relay(port: int, out_port: int) -> None:
 async def _paced(rate: int, seconds: float, send) -> None:
     """Call ``send`` with a payload at each scheduled time, for the warm-up and ``seconds``."""
     total = int(rate * WARMUP_SECONDS) + int(rate * seconds)
-    start = time.perf_counter()
+    start = time.monotonic()
     for index in range(total):
         due = start + index / rate
-        delay = due - time.perf_counter()
+        delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        await send(_payload(time.perf_counter()))
+        await send(_payload(time.monotonic()))
 
 
 async def grpc_source(port: int, rate: int, seconds: float) -> None:
@@ -177,21 +179,39 @@ ROLES = {
 }
 
 
-def _role(*args) -> subprocess.Popen:
+def _role(*args, report: bool = False) -> subprocess.Popen:
+    """Start one process of a chain. Only the sink (``report``) prints, into a pipe."""
     command = [sys.executable, "-m", "bench.hops", *map(str, args)]
     # gRPC logs each GOAWAY of a stopped chain at INFO.
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE if report else subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
 
 
-def _result(sink: subprocess.Popen, timeout: float) -> dict:
-    """Read the sink's report, the last JSON line it prints."""
-    out, _ = sink.communicate(timeout=timeout)
-    lines = [line for line in out.splitlines() if line.startswith("{")]
+def _result(sink: subprocess.Popen, others: list[subprocess.Popen], timeout: float) -> dict:
+    """Return the sink's report, the last JSON line it prints.
+
+    Raise as soon as another process of the chain fails, or when the sink
+    has not ended within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while sink.poll() is None:
+        for other in others:
+            code = other.poll()
+            if code not in (None, 0):
+                raise RuntimeError(f"{other.args[3]} exited with {code}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sink.args[3]} reported nothing within {timeout:g} s")
+        time.sleep(0.2)
+    lines = [line for line in sink.stdout.read().splitlines() if line.startswith("{")]
     if sink.returncode != 0 or not lines:
-        raise RuntimeError(f"the sink exited with {sink.returncode} and no report")
+        raise RuntimeError(f"{sink.args[3]} exited with {sink.returncode} and no report")
     return json.loads(lines[-1])
 
 
@@ -200,13 +220,13 @@ def _chain(shape: str, rate: int, seconds: float, redis_url: str) -> dict:
     started: list[subprocess.Popen] = []
     try:
         if shape == "redis1":
-            sink = _role("redis-sink", redis_url, rate, seconds)
+            sink = _role("redis-sink", redis_url, rate, seconds, report=True)
             started.append(sink)
-            sink.stdout.readline()  # subscribed
+            sink.stdout.readline()  # subscribed, or "" when the sink has died
             started.append(_role("redis-source", redis_url, rate, seconds))
-            return _result(sink, timeout)
+            return _result(sink, started[1:], timeout)
         sink_port = devcluster.free_port()
-        sink = _role("grpc-sink", sink_port, rate, seconds)
+        sink = _role("grpc-sink", sink_port, rate, seconds, report=True)
         started.append(sink)
         devcluster.wait_port(sink_port, sink)
         entry = sink_port
@@ -216,12 +236,16 @@ def _chain(shape: str, rate: int, seconds: float, redis_url: str) -> dict:
             started.append(relay)
             devcluster.wait_port(entry, relay)
         started.append(_role("grpc-source", entry, rate, seconds))
-        return _result(sink, timeout)
+        return _result(sink, started[1:], timeout)
     finally:
         for process in started:
             if process.poll() is None:
                 process.kill()
-            process.wait(5)
+        for process in started:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass  # it was killed, and subprocess reaps it on a later call
 
 
 def measure(rate: int, seconds: float, repeats: int, log_dir) -> dict:

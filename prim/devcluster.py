@@ -11,6 +11,7 @@ ports.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import random
 import secrets
@@ -98,11 +99,8 @@ class Process:
         """Return the last ``lines`` lines of the process's log, or "" without a log."""
         if self.log_path is None or not self.log_path.exists():
             return ""
-        with self.log_path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 16384))
-            tail = log.read().decode(errors="replace")
-        return "\n".join(tail.splitlines()[-lines:])
+        with self.log_path.open(errors="replace") as log:
+            return "".join(collections.deque(log, maxlen=lines)).rstrip("\n")
 
 
 def spawn(
@@ -133,10 +131,18 @@ def spawn(
     if wait:
         try:
             wait_port(port, proc)
-        except Exception:
+        except Exception as exc:
             process.stop(signal.SIGKILL)
-            raise
+            raise _with_log(exc, process) from exc
     return process
+
+
+def _with_log(exc: Exception, process: Process) -> Exception:
+    """Return an error that adds the end of ``process``'s log to ``exc``, or ``exc`` without a log."""
+    tail = process.log_tail()
+    if not tail:
+        return exc
+    return RuntimeError(f"{exc}\nlast lines of {process.log_path}:\n{tail}")
 
 
 def start_mongo(port: int, data_dir: Path | None, log_dir: Path | None = None) -> Process:
@@ -233,11 +239,11 @@ class Cluster:
         process = spawn(name, [_bin("prim-edge")], http_port, env, self.log_dir)
         try:
             wait_port(grpc_port, process.proc)
-        except Exception:
+        except Exception as exc:
             # The edge's HTTP port is open, so it is running. Kill it so that it
             # does not outlive the failed start.
             process.stop(signal.SIGKILL)
-            raise
+            raise _with_log(exc, process) from exc
         self.processes[name] = process
         return process
 
@@ -250,7 +256,7 @@ class Cluster:
             self.start_edge(index)
 
     def exited(self) -> list[Process]:
-        """Return the processes that have ended, stopped by the cluster or not."""
+        """Return the cluster's processes that have ended, from a crash or from a stop of one of them."""
         return [process for process in self.processes.values() if process.proc.poll() is not None]
 
     def stop(self) -> None:

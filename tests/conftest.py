@@ -23,9 +23,11 @@ def pytest_runtest_makereport(item, call):
             if not isinstance(value, devcluster.Cluster):
                 continue
             for process in value.exited():
-                report.sections.append(
-                    (f"{process.name} exited with {process.proc.returncode}", process.log_tail())
-                )
+                try:
+                    tail = process.log_tail()
+                except OSError as exc:
+                    tail = f"reading {process.log_path} failed: {exc}"
+                report.sections.append((f"{process.name} exited with {process.proc.returncode}", tail))
     return report
 
 
