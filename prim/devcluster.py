@@ -138,7 +138,7 @@ def spawn(
 
 
 def _with_log(exc: Exception, process: Process) -> Exception:
-    """Return an error that adds the end of ``process``'s log to ``exc``, or ``exc`` without a log."""
+    """Return ``exc`` with the end of ``process``'s log added, or ``exc`` itself without a log."""
     tail = process.log_tail()
     if not tail:
         return exc
@@ -256,7 +256,7 @@ class Cluster:
             self.start_edge(index)
 
     def exited(self) -> list[Process]:
-        """Return the cluster's processes that have ended, from a crash or from a stop of one of them."""
+        """Return the cluster's processes that have ended, from a crash or a stop of one of them."""
         return [process for process in self.processes.values() if process.proc.poll() is not None]
 
     def stop(self) -> None:

@@ -27,7 +27,8 @@ def pytest_runtest_makereport(item, call):
                     tail = process.log_tail()
                 except OSError as exc:
                     tail = f"reading {process.log_path} failed: {exc}"
-                report.sections.append((f"{process.name} exited with {process.proc.returncode}", tail))
+                title = f"{process.name} exited with {process.proc.returncode}"
+                report.sections.append((title, tail))
     return report
 
 
