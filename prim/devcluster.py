@@ -230,13 +230,30 @@ class Cluster:
         http_port = http_port or self.edge_http_ports[index]
         grpc_port = grpc_port or self.edge_grpc_ports.get(name) or free_port()
         self.edge_grpc_ports[name] = grpc_port
-        env = {
+        process = self.spawn_edge(name, http_port, grpc_port)
+        self.processes[name] = process
+        return process
+
+    def spawn_edge(
+        self,
+        name: str,
+        http_port: int,
+        grpc_port: int,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> Process:
+        """Start an edge node on the cluster's services and wait for both its ports.
+
+        The process is not added to the cluster, so ``stop()`` leaves it to the caller.
+        """
+        edge_env = {
             **self.env(),
             "PRIM_HTTP_LISTEN": f"127.0.0.1:{http_port}",
             "PRIM_LISTEN": f"127.0.0.1:{grpc_port}",
             "PRIM_NODE_ID": name,
+            **(env or {}),
         }
-        process = spawn(name, [_bin("prim-edge")], http_port, env, self.log_dir)
+        process = spawn(name, [_bin("prim-edge")], http_port, edge_env, log_dir or self.log_dir)
         try:
             wait_port(grpc_port, process.proc)
         except Exception as exc:
@@ -244,7 +261,6 @@ class Cluster:
             # does not outlive the failed start.
             process.stop(signal.SIGKILL)
             raise _with_log(exc, process) from exc
-        self.processes[name] = process
         return process
 
     def start(self) -> None:

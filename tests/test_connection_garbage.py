@@ -39,17 +39,9 @@ def probed_edge(cluster, tmp_path):
     """A third edge node on the shared cluster that reports its garbage on SIGUSR1."""
     report = tmp_path / "gc.json"
     http_port, grpc_port = devcluster.free_port(), devcluster.free_port()
-    env = {
-        **cluster.env(),
-        "PRIM_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-        "PRIM_LISTEN": f"127.0.0.1:{grpc_port}",
-        "PRIM_NODE_ID": "edge-gc-probe",
-        "PYTHONPATH": str(PROBE),
-        "PRIM_TEST_GC_REPORT": str(report),
-    }
-    process = devcluster.spawn("edge-gc-probe", [devcluster._bin("prim-edge")], http_port, env, tmp_path)
+    probe = {"PYTHONPATH": str(PROBE), "PRIM_TEST_GC_REPORT": str(report)}
+    process = cluster.spawn_edge("edge-gc-probe", http_port, grpc_port, probe, tmp_path)
     try:
-        devcluster.wait_port(grpc_port, process.proc)
         yield process, http_port, report
     finally:
         process.stop()
@@ -71,7 +63,9 @@ async def test_closed_connections_leave_no_cycles(cluster, probed_edge):
     tenant = await new_tenant(cluster)
     url = f"ws://127.0.0.1:{http_port}/acc"
     try:
-        tokens = [(await tenant.get_token(f"u{i}"))["token"] for i in range(CLOSED_CLEANLY + DROPPED)]
+        tokens = []
+        for index in range(CLOSED_CLEANLY + DROPPED):
+            tokens.append((await tenant.get_token(f"u{index}"))["token"])
         # A collection first, so that the count below covers only these connections.
         await garbage_report(process.proc.pid, report)
 
