@@ -205,13 +205,15 @@ def _result(sink: subprocess.Popen, others: list[subprocess.Popen], timeout: flo
         for other in others:
             code = other.poll()
             if code not in (None, 0):
-                raise RuntimeError(f"{other.args[3]} exited with {code}")
+                role = other.args[3]
+                raise RuntimeError(f"{role} exited with {code}: see its error output above")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{sink.args[3]} reported nothing within {timeout:g} s")
+            raise TimeoutError(f"{sink.args[3]} timed out: no report within {timeout:g} s")
         time.sleep(0.2)
     lines = [line for line in sink.stdout.read().splitlines() if line.startswith("{")]
     if sink.returncode != 0 or not lines:
-        raise RuntimeError(f"{sink.args[3]} exited with {sink.returncode} and no report")
+        role, code = sink.args[3], sink.returncode
+        raise RuntimeError(f"{role} exited with {code} and no report: see its error output above")
     return json.loads(lines[-1])
 
 

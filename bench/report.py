@@ -314,8 +314,8 @@ Each transport alone, at {floor["rate"]:,} msg/s for {floor["seconds"]:g} s a ru
 between processes that do nothing else (`bench/hops.py`). A message's time
 counts from the moment its source hands it over, so the pacing's lateness
 is left out. Each payload goes in a write of its own, as prim's messages
-do at this rate, and no messaging code runs on these paths: a system whose
-messages take one of them is unlikely to deliver faster than its row here.
+do at this rate, and no messaging code runs on these paths. So a system
+whose messages take one of them is unlikely to deliver faster than its row.
 
 {table(header, rows)}
 """
@@ -569,12 +569,12 @@ What keeps prim from the targets it misses, as measured while building it:
     (`PollerCompletionQueue`) takes each finished stream operation and then
     wakes the event loop.
   - These changes gave no gain beyond this host's noise, and were dropped:
-    - replies on DeliverStream gathered for up to 2 ms (it cut the receiving
-      edge's CPU by about 15%);
-    - gRPC's `grpc.optimization_target` set to `latency`;
-    - `grpc.http2.bdp_probe` off;
-    - the asyncio event loop in place of uvloop;
-    - a 0.5 ms GIL switch interval.
+    - replies on DeliverStream gathered for up to 2 ms, which cut the
+      receiving edge's CPU by about 15%
+    - gRPC's `grpc.optimization_target` set to `latency`
+    - `grpc.http2.bdp_probe` off
+    - the asyncio event loop in place of uvloop
+    - a 0.5 ms GIL switch interval
   - A fast path for a sender and recipient on one edge is not built. The
     router would have to hand a sending edge its local pushes in the reply
     to the send, beside the delivery stream. The two streams have no order

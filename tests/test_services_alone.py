@@ -79,7 +79,7 @@ async def test_edge_alone_serving(tmp_path):
     assert '"event":"stopped"' in process.log_path.read_text()
 
 
-async def test_second_router_on_a_taken_port_exits(mongo_server, db_name, tmp_path):
+async def test_router_on_taken_port_exits(mongo_server, db_name, tmp_path):
     port = devcluster.free_port()
     env = router_env(port, mongo_server, db_name)
     router = [devcluster._bin("prim-router")]
