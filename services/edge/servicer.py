@@ -4,37 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from prim import telemetry
 from prim.pb import edge_pb2, edge_pb2_grpc
 
-from .hub import Connection
+from .hub import deliver_pushes
 from .node import EdgeNode
-
-
-class _Message(msgspec.Struct):
-    seq: int = 0
-
-
-class _Response(msgspec.Struct):
-    data: _Message | None = None
-
-
-class _Push(msgspec.Struct):
-    response: _Response
-
-
-_push_decoder = msgspec.json.Decoder(_Push)
-
-
-def _push_seq(frame: bytes) -> int:
-    """Read the timeline seq of a push frame: 0 for online-only messages and broadcasts."""
-    try:
-        push = _push_decoder.decode(frame)
-    except msgspec.DecodeError:
-        return 0
-    return push.response.data.seq if push.response.data is not None else 0
 
 
 async def _read_into(requests, inbox: asyncio.Queue) -> None:
@@ -75,24 +49,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServicer):
             inbox.put_nowait(None)
 
     def _deliver(self, request: edge_pb2.DeliverRequest) -> edge_pb2.DeliverReply:
-        # No await in here: pushes enter the send queues in request order, and
-        # the router sends its requests to a node in order on one stream, so
-        # each connection gets the router's pushes in seq order.
-        # A connection's pushes of one request leave in one socket write: under
-        # load a request often carries several for the same connection.
-        hub = self.node.hub
-        accepted = [0] * len(request.pushes)
-        by_conn: dict[Connection, list[tuple[int, bytes]]] = {}
-        for index, push in enumerate(request.pushes):
-            seq = _push_seq(push.frame)
-            for conn_id in push.conn_ids:
-                conn = hub.get(push.tenant, conn_id)
-                if conn is not None and conn.take_seq(seq):
-                    by_conn.setdefault(conn, []).append((index, push.frame))
-        for conn, entries in by_conn.items():
-            written = conn.push_frames([frame for _, frame in entries], "msg")
-            for index, _ in entries[:written]:
-                accepted[index] += 1
+        accepted = deliver_pushes(self.node.hub, request.pushes)
         return edge_pb2.DeliverReply(delivered=sum(accepted), accepted=accepted)
 
     async def DeliverTenant(self, request, context):

@@ -32,9 +32,11 @@ import time
 from collections.abc import Sequence
 
 from prim import background
+from prim.config import Settings
 from prim.errors import PrimError
 from prim.metrics import count_location_lookups
 from prim.pb.common_pb2 import Location
+from prim.presence.server import MEMORY_URL, redacted_url
 from prim.presence.store_redis import RedisStore
 
 log = logging.getLogger("prim.router.locations")
@@ -176,3 +178,28 @@ class LocationCache:
                 self._forget()
             await asyncio.sleep(self._retry_in)
             self._retry_in = min(self._retry_in * 2, RETRY_SECONDS[1])
+
+
+def start_location_cache(settings: Settings) -> LocationCache | None:
+    """Build and start a cache of presence's Redis store, which locates users without a call to presence.
+
+    Return None when PRIM_PRESENCE_REDIS_URL is unset or memory://, which is
+    presence's own in-process store that only presence reads.
+    """
+    if not settings.presence_redis_url or settings.presence_redis_url == MEMORY_URL:
+        log.info("locating recipients through presence")
+        return None
+    log.info(
+        "locating recipients in presence's Redis",
+        extra={"redis_url": redacted_url(settings.presence_redis_url)},
+    )
+    cache = LocationCache(
+        RedisStore(
+            settings.presence_redis_url,
+            max_connections=64,
+            timeout_seconds=settings.grpc_deadline_seconds,
+            pool_wait_seconds=settings.grpc_deadline_seconds,
+        )
+    )
+    cache.start()
+    return cache

@@ -9,14 +9,12 @@ from typing import Any
 
 from prim import service
 from prim.config import Settings
-from prim.presence.server import MEMORY_URL, redacted_url
-from prim.presence.store_redis import RedisStore
 from prim.pb import presence_pb2_grpc, router_pb2_grpc
 from prim.rpc import Peer
 
 from .delivery import EdgeNodes
 from .dispatch import Dispatcher
-from .locations import LocationCache
+from .locations import LocationCache, start_location_cache
 from .servicer import RouterServicer
 from .store import MessageStore
 
@@ -64,7 +62,7 @@ async def build(settings: Settings) -> App:
     nodes = EdgeNodes(
         presence, settings.service_token, settings.edge_deadline_seconds, settings.node_cache_seconds
     )
-    locator = _presence_reader(settings)
+    locator = start_location_cache(settings)
     dispatcher = Dispatcher(presence, nodes, locator)
     store.on_commit = dispatcher.submit
     servicer = RouterServicer(store, presence, nodes, dispatcher)
@@ -77,31 +75,6 @@ async def build(settings: Settings) -> App:
         servicer=servicer,
         locator=locator,
     )
-
-
-def _presence_reader(settings: Settings) -> LocationCache | None:
-    """Build and start a cache of presence's Redis store, which locates users without a call to presence.
-
-    Return None when PRIM_PRESENCE_REDIS_URL is unset.
-    """
-    if not settings.presence_redis_url or settings.presence_redis_url == MEMORY_URL:
-        # memory:// is presence's own in-process store, which only presence reads.
-        log.info("locating recipients through presence")
-        return None
-    log.info(
-        "locating recipients in presence's Redis",
-        extra={"redis_url": redacted_url(settings.presence_redis_url)},
-    )
-    cache = LocationCache(
-        RedisStore(
-            settings.presence_redis_url,
-            max_connections=64,
-            timeout_seconds=settings.grpc_deadline_seconds,
-            pool_wait_seconds=settings.grpc_deadline_seconds,
-        )
-    )
-    cache.start()
-    return cache
 
 
 async def run(settings: Settings) -> None:

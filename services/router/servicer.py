@@ -56,7 +56,8 @@ def _check_message_fields(request) -> None:
         raise invalid("clientMsgId", request.client_msg_id[:16] + "...", "must be at most 128 characters")
 
 
-def _observe_delivery(since: float, delivery: asyncio.Future) -> None:
+def observe_delivery(since: float, delivery: asyncio.Future) -> None:
+    """Count a direct message's pushes once its ``delivery`` future is done."""
     if not delivery.cancelled():
         metrics.observe_delivery("direct", delivery.result(), since)
 
@@ -122,11 +123,11 @@ def _stored_reply(item: Outgoing, ready_at: float) -> router_pb2.SendReply:
     if item.duplicate:
         return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time, duplicate=True)
     metrics.MESSAGES_STORED.labels("direct").inc()
-    item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
+    item.delivery.add_done_callback(functools.partial(observe_delivery, ready_at))
     return router_pb2.SendReply(msg_id=item.msg_id, seq=item.sender_seq, time=item.time)
 
 
-def _outgoing(request) -> Outgoing:
+def outgoing(request) -> Outgoing:
     """Check a SendRequest and build its message."""
     _check_message_fields(request)
     ids.check_user_id("to", request.to)
@@ -238,7 +239,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         valid: list[tuple[int, Outgoing, bool]] = []
         for index, single in enumerate(requests):
             try:
-                valid.append((index, _outgoing(single), single.persist))
+                valid.append((index, outgoing(single), single.persist))
             except PrimError as exc:
                 results[index] = router_pb2.SendResult(code=int(exc.code), msg=exc.msg)
         if len({persist for _, _, persist in valid}) <= 1:
@@ -287,7 +288,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             self.dispatcher.submit(fresh)
             ready_at = time.perf_counter()
             for item in fresh:
-                item.delivery.add_done_callback(functools.partial(_observe_delivery, ready_at))
+                item.delivery.add_done_callback(functools.partial(observe_delivery, ready_at))
 
     @staticmethod
     def _send_result(single, outcome) -> router_pb2.SendResult:
@@ -303,7 +304,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     async def _send(self, request) -> router_pb2.SendReply:
         """Store the message, hand it to delivery, and reply with the connections it reached."""
-        item = _outgoing(request)
+        item = outgoing(request)
         if request.persist:
             # The store hands the stored message to the dispatcher, in seq order.
             item = await self.store.store(item)
