@@ -219,16 +219,17 @@ def test_secret_settings_come_from_secret(rendered):
         "auth": {"PRIM_SERVICE_TOKEN", "PRIM_MONGO_URL", "PRIM_RATE_LIMIT_STORAGE"},
         "presence": {"PRIM_SERVICE_TOKEN", "PRIM_REDIS_URL"},
         "router": {"PRIM_SERVICE_TOKEN", "PRIM_MONGO_URL", "PRIM_PRESENCE_REDIS_URL"},
-        "edge": {"PRIM_SERVICE_TOKEN", "PRIM_ADMIN_TOKEN"},
+        "edge": {"PRIM_SERVICE_TOKEN", "PRIM_ADMIN_TOKEN", "PRIM_PRESENCE_REDIS_URL"},
     }
     for component, keys in expected.items():
         env = env_list(only_container(deployment(documents, component)))
         from_secret = {e["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
         assert from_secret == keys, component
-    # The router reads presence's Redis from the same secret key as presence.
-    router_env = env_list(only_container(deployment(documents, "router")))
-    (redis,) = [e for e in router_env if e["name"] == "PRIM_PRESENCE_REDIS_URL"]
-    assert redis["valueFrom"]["secretKeyRef"]["key"] == "PRIM_REDIS_URL"
+    # The router and the edges read presence's Redis from the same secret key as presence.
+    for component in ["router", "edge"]:
+        env = env_list(only_container(deployment(documents, component)))
+        (redis,) = [e for e in env if e["name"] == "PRIM_PRESENCE_REDIS_URL"]
+        assert redis["valueFrom"]["secretKeyRef"]["key"] == "PRIM_REDIS_URL", component
     for name, config in by_kind(documents, "ConfigMap").items():
         for key in ["PRIM_SERVICE_TOKEN", "PRIM_ADMIN_TOKEN", "PRIM_MONGO_URL", "PRIM_REDIS_URL"]:
             assert key not in config.get("data", {}), f"{key} in ConfigMap {name}"

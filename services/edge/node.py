@@ -9,6 +9,7 @@ connections that went silent and kicks those whose token expired.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -28,6 +29,7 @@ from prim.pb import (
 )
 from prim.rpc import Peer
 
+from .direct import DirectSender
 from .hub import CLOSE_KICK, CLOSE_NORMAL, CLOSE_RESTART, Connection, Hub, now_ms
 from .sending import SendLane
 
@@ -40,6 +42,18 @@ SEND_BATCH_MAX = 256
 # than this edge), removals use one Disconnect call each for this long, and
 # then DisconnectBatch is tried again.
 DISCONNECT_BATCH_RETRY_SECONDS = 60.0
+
+
+def _pass_on(reply: asyncio.Future, sent: asyncio.Future) -> None:
+    """Give ``reply`` the outcome of ``sent``."""
+    if reply.done():
+        return
+    if sent.cancelled():
+        reply.cancel()
+    elif sent.exception() is not None:
+        reply.set_exception(sent.exception())
+    else:
+        reply.set_result(sent.result())
 
 
 def _batch_outcomes(results, field: str) -> list:
@@ -77,6 +91,8 @@ class EdgeNode:
         self._sends: Coalescer[router_pb2.SendRequest, router_pb2.SendReply] = Coalescer(
             self._send_batch, max_batch=SEND_BATCH_MAX, max_in_flight=4
         )
+        # Online-only messages that skip the router (see direct.py).
+        self.direct = DirectSender(self.hub, self.node_id, self.presence, settings) if settings.direct_live else None
         # Logins of a connect storm share VerifyTokens calls the same way.
         self._token_checks: Coalescer[str, auth_pb2.TokenInfo] = Coalescer(
             self._verify_batch, max_batch=256, max_in_flight=4
@@ -140,16 +156,50 @@ class EdgeNode:
         )
         return _batch_outcomes(reply.results, "info")
 
-    async def send_message(self, request: router_pb2.SendRequest) -> router_pb2.SendReply:
-        """Store and deliver one message through the router; raise PrimError on failure."""
-        return await self._sends.submit(request)
+    async def send_counted(self, request: router_pb2.SendRequest) -> router_pb2.SendReply:
+        """Send one message and return its reply with the connections it reached now.
+
+        Raise PrimError on failure. A stored message goes through the router's
+        Send call, not the batched stream, because this reply waits for the
+        deliveries, which a batch reply does not.
+        """
+        if self.direct is not None:
+            if self.direct.takes([request]):
+                return await self.direct.send_counted(request)
+            earlier = self.direct.in_flight([request])
+            if earlier:
+                await asyncio.wait(earlier, timeout=self.settings.edge_deadline_seconds)
+        return await self.router.call("Send", request)
 
     def send_messages(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
         """Send messages of one connection in one batch call and return a future of each reply.
 
         One call keeps their order at the router. A failed message's future has a PrimError.
+        A group of online-only messages goes out from this node, without the router, where
+        the node delivers them itself.
         """
-        return self._sends.submit_group(requests)
+        if self.direct is None:
+            return self._sends.submit_group(requests)
+        if self.direct.takes(requests):
+            return self.direct.send(requests)
+        earlier = self.direct.in_flight(requests)
+        if not earlier:
+            return self._sends.submit_group(requests)
+        loop = asyncio.get_running_loop()
+        replies = [loop.create_future() for _ in requests]
+        background.spawn(self._send_group_after(earlier, requests, replies))
+        return replies
+
+    async def _send_group_after(self, earlier, requests, replies: list[asyncio.Future]) -> None:
+        """Send a group through the router once the deliveries it must not overtake are confirmed."""
+        try:
+            await asyncio.wait(earlier, timeout=self.settings.edge_deadline_seconds)
+        except asyncio.CancelledError:
+            for reply in replies:
+                reply.cancel()
+            raise
+        for sent, reply in zip(self._sends.submit_group(requests), replies, strict=True):
+            sent.add_done_callback(functools.partial(_pass_on, reply))
 
     async def _send_batch(
         self, requests: list[router_pb2.SendRequest]
@@ -223,6 +273,8 @@ class EdgeNode:
                 await conn.close(CLOSE_NORMAL, "heartbeat timeout")
             elif conn.expires_at and conn.expires_at <= now:
                 background.spawn(self._check_expiry(conn))
+        if self.direct is not None:
+            self.direct.forget_expired()
 
     async def _check_expiry(self, conn: Connection) -> None:
         """Kick a connection whose token expired, unless its lifetime was extended."""
@@ -299,5 +351,7 @@ class EdgeNode:
         for task in self._tasks:
             task.cancel()
         self._send_lane.close()
+        if self.direct is not None:
+            await self.direct.close()
         for peer in (self.auth, self.presence, self.router):
             await peer.close()

@@ -444,10 +444,7 @@ async def send_msg(request: Request) -> Response:
             }
         )
     to = ids.check_user_id("to", required(data, "to"))
-    # Send, not the batched SendBatch: this reply reports delivered, so it
-    # waits for the delivery calls, which a batch reply does not.
-    reply = await node.router.call(
-        "Send",
+    reply = await node.send_counted(
         router_pb2.SendRequest(
             tenant=tenant,
             sender=sender,

@@ -17,6 +17,36 @@ SETTINGS = [
     Setting("auth_addr", str, "127.0.0.1:50051", "Address of the auth service (host:port)."),
     Setting("presence_addr", str, "127.0.0.1:50052", "Address of the presence service (host:port)."),
     Setting("router_addr", str, "127.0.0.1:50053", "Address of the router service (host:port)."),
+    Setting(
+        "direct_live",
+        bool,
+        True,
+        "Deliver online-only messages from this edge to the recipients' edges, without the router.",
+    ),
+    Setting(
+        "presence_redis_url",
+        str,
+        "",
+        "Presence's Redis (its PRIM_REDIS_URL), read directly to find the recipients of online-only "
+        "messages sent from this edge. Empty or memory:// asks presence.",
+        secret=True,
+    ),
+    Setting(
+        "edge_deadline_seconds",
+        float,
+        2.0,
+        "Deadline of one delivery of online-only messages to another edge node, in seconds.",
+    ),
+    Setting("node_cache_seconds", float, 2.0, "How long the list of edge nodes is reused, in seconds."),
+    Setting(
+        "live_order_guard_seconds",
+        float,
+        5.0,
+        "After a user sends a stored message through this edge, the user's online-only messages "
+        "also go through the router, so they stay behind it, until the user has sent nothing "
+        "through the router for this long, in seconds. Keep it above the router's "
+        "PRIM_EDGE_DEADLINE_SECONDS.",
+    ),
     Setting("max_message_bytes", int, 65536, "Largest WebSocket message and REST message field, in bytes."),
     Setting(
         "heartbeat_timeout_seconds",

@@ -1,0 +1,248 @@
+"""End to end: online-only messages go from edge to edge without the router.
+
+The module starts its own suite with two edge nodes (A and B), so it can
+stop the router and show which messages still get through: online-only
+ones do, stored ones and, for a while after a stored one, the same user's
+online-only ones do not. The order guard is 3 s here instead of 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+
+import httpx
+import pytest
+from helpers import connect_user, edge_url, new_tenant, next_msg, no_push, unique
+
+from prim import devcluster
+from prim.client import ApiError, UserConnection
+from prim.config import Settings
+from prim.edge.direct import DirectSender
+from prim.edge.hub import Hub
+from prim.edge.settings import SETTINGS as EDGE_SETTINGS
+from prim.pb.common_pb2 import Profile
+from prim.pb.presence_pb2_grpc import PresenceStub
+from prim.pb.router_pb2 import SendRequest
+from prim.rpc import Peer
+
+pytestmark = pytest.mark.integration
+
+A, B = 0, 1
+ORDER_GUARD = 3.0
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    cluster = devcluster.Cluster(
+        admin_token=secrets.token_urlsafe(16),
+        log_dir=tmp_path_factory.mktemp("direct-logs"),
+        edge_http_ports=[devcluster.free_port() for _ in range(2)],
+        extra_env={"PRIM_LIVE_ORDER_GUARD_SECONDS": str(ORDER_GUARD)},
+    )
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+async def acme(suite):
+    client = await new_tenant(suite, unique("acme"))
+    yield client
+    await client.close()
+
+
+async def start_router(suite) -> None:
+    """Start the router again and wait until both edges reach it."""
+    await asyncio.to_thread(suite.start_service, "router", suite.router_port)
+    async with httpx.AsyncClient() as http:
+        for edge in (A, B):
+            for _ in range(150):
+                if (await http.get(f"{edge_url(suite, edge)}/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"edge {edge} does not reach the restarted router")
+
+
+@pytest.fixture
+async def router_down(suite):
+    """Stop the router for one test and start it again after."""
+    await asyncio.to_thread(suite.processes["router"].stop, signal.SIGTERM)
+    yield
+    await start_router(suite)
+
+
+async def close_all(*conns: UserConnection) -> None:
+    await asyncio.gather(*(conn.close() for conn in conns))
+
+
+async def test_online_only_needs_no_router(suite, acme, router_down):
+    u1 = await connect_user(suite, acme, "u1", A)
+    u1_phone = await connect_user(suite, acme, "u1", B, "android")
+    u2 = await connect_user(suite, acme, "u2", B)
+    u3 = await connect_user(suite, acme, "u3", A)
+    try:
+        reply = await u1.send("u2", "typing", persist=False)
+        assert reply["seq"] == 0
+        pushed = await next_msg(u2)
+        assert (pushed["msgId"], pushed["seq"]) == (reply["msgId"], 0)
+        assert (await next_msg(u1_phone))["msgId"] == reply["msgId"]
+
+        # A recipient on the sender's own edge.
+        local = await u1.send("u3", "typing here", persist=False)
+        assert (await next_msg(u3))["msgId"] == local["msgId"]
+
+        # REST counts the connections reached: u2, and both of u1's.
+        rest = await acme.send_msg("u1", "from the server", to="u2", persist=False)
+        assert (rest["seq"], rest["delivered"]) == (0, 3)
+        assert (await next_msg(u2))["message"] == "from the server"
+
+        # A stored message needs the router, which is down.
+        with pytest.raises(ApiError) as failed:
+            await u3.send("u2", "stored")
+        assert failed.value.code == 1004
+        await no_push(u2)
+    finally:
+        await close_all(u1, u1_phone, u2, u3)
+
+
+async def test_stored_message_holds_online_only_behind_it(suite, acme):
+    u1 = await connect_user(suite, acme, "u1", A)
+    u2 = await connect_user(suite, acme, "u2", B)
+    try:
+        await u1.send("u2", "stored first")
+        assert (await next_msg(u2))["message"] == "stored first"
+        await asyncio.to_thread(suite.processes["router"].stop, signal.SIGTERM)
+        try:
+            # Within the guard, u1's online-only messages go through the router.
+            with pytest.raises(ApiError) as failed:
+                await u1.send("u2", "typing", persist=False)
+            assert failed.value.code == 1004
+            # Another user's do not wait for u1's guard.
+            u3 = await connect_user(suite, acme, "u3", A)
+            other = await u3.send("u2", "typing", persist=False)
+            assert (await next_msg(u2))["msgId"] == other["msgId"]
+            await u3.close()
+
+            await asyncio.sleep(ORDER_GUARD + 0.2)
+            reply = await u1.send("u2", "typing again", persist=False)
+            assert (await next_msg(u2))["msgId"] == reply["msgId"]
+        finally:
+            await start_router(suite)
+    finally:
+        await close_all(u1, u2)
+
+
+async def test_online_only_stays_in_its_tenant(suite, acme, router_down):
+    other = await new_tenant(suite, unique("other"))
+    sender = await connect_user(suite, acme, "u1", A)
+    mine = await connect_user(suite, acme, "u2", B)
+    theirs_b = await connect_user(suite, other, "u2", B)
+    theirs_a = await connect_user(suite, other, "u2", A, "android")
+    try:
+        reply = await sender.send("u2", "for acme only", persist=False)
+        assert (await next_msg(mine))["msgId"] == reply["msgId"]
+        await no_push(theirs_b)
+        await no_push(theirs_a)
+        rest = await acme.send_msg("u1", "for acme only", to="u2", persist=False)
+        assert rest["delivered"] == 2
+        await no_push(theirs_b)
+    finally:
+        await close_all(sender, mine, theirs_b, theirs_a)
+        await other.close()
+
+
+async def test_order_kept_across_edges(suite, acme):
+    sender = await connect_user(suite, acme, "u1", A)
+    far = await connect_user(suite, acme, "u2", B)
+    near = await connect_user(suite, acme, "u2", A, "android")
+    try:
+        texts = [f"typing {n}" for n in range(200)]
+        # Pipelined: the client sends them all before reading a reply.
+        replies = await asyncio.gather(*(sender.send("u2", text, persist=False) for text in texts))
+        assert len({reply["msgId"] for reply in replies}) == len(texts)
+        for conn in (far, near):
+            assert [(await next_msg(conn))["message"] for _ in texts] == texts
+    finally:
+        await close_all(sender, far, near)
+
+
+async def test_edge_without_direct_live_uses_router(suite, acme, router_down, tmp_path):
+    http_port, grpc_port = devcluster.free_port(), devcluster.free_port()
+    edge = suite.spawn_edge(
+        "edge-routed", http_port, grpc_port, {"PRIM_DIRECT_LIVE": "false"}, log_dir=tmp_path
+    )
+    try:
+        token = (await acme.get_token("u1", "web"))["token"]
+        sender = await UserConnection.connect(f"ws://127.0.0.1:{http_port}/acc", token)
+        try:
+            with pytest.raises(ApiError) as failed:
+                await sender.send("u2", "typing", persist=False)
+            assert failed.value.code == 1004
+        finally:
+            await sender.close()
+    finally:
+        edge.stop()
+
+
+async def test_order_guard_renews_while_routed():
+    now = [100.0]
+    settings = Settings(EDGE_SETTINGS, {"PRIM_LIVE_ORDER_GUARD_SECONDS": "5"})
+    presence = Peer("presence", "127.0.0.1:1", PresenceStub, "prim.v1.Presence")
+    sender = DirectSender(Hub(), "edge1", presence, settings, clock=lambda: now[0])
+
+    def message(user_id: str, persist: bool, tenant: str = "acme") -> SendRequest:
+        return SendRequest(tenant=tenant, sender=Profile(user_id=user_id), to="u9", persist=persist)
+
+    try:
+        assert sender.takes([message("u1", False)])
+        assert not sender.takes([message("u1", False), message("u1", True)])
+        now[0] += 4.0
+        # Routed, which renews the guard.
+        assert not sender.takes([message("u1", False)])
+        assert sender.takes([message("u2", False)])
+        assert sender.takes([message("u1", False, tenant="other")])
+        now[0] += 4.0
+        assert not sender.takes([message("u1", False)])
+        now[0] += 5.0
+        assert sender.takes([message("u1", False)])
+        sender.forget_expired()
+        assert not sender._routed_until
+
+        # An online-only message's delivery stays in flight until settled. Presence
+        # cannot be reached here, so it settles with no connection reached.
+        sender.send([message("u3", False)])
+        (delivery,) = sender.in_flight([message("u3", True)])
+        assert await asyncio.wait_for(delivery, 30) == 0
+        assert sender.in_flight([message("u3", True)]) == []
+    finally:
+        await sender.close()
+        await presence.close()
+
+
+async def test_stored_message_waits_for_earlier_online_only(suite, acme):
+    u1 = await connect_user(suite, acme, "u1", A)
+    u2 = await connect_user(suite, acme, "u2", B)
+    edge_b = suite.processes["edge2"].proc.pid
+    try:
+        os.kill(edge_b, signal.SIGSTOP)
+        try:
+            await u1.send("u2", "typing", persist=False)
+            stored = asyncio.create_task(u1.send("u2", "stored"))
+            await asyncio.sleep(0.5)
+            # Edge B has not confirmed the online-only push, so the stored
+            # message has not gone to the router yet.
+            assert not stored.done()
+        finally:
+            os.kill(edge_b, signal.SIGCONT)
+        await stored
+        assert [(await next_msg(u2))["message"] for _ in range(2)] == ["typing", "stored"]
+    finally:
+        await close_all(u1, u2)
