@@ -171,12 +171,20 @@ class EdgeNode:
                 await asyncio.wait(earlier, timeout=self.settings.edge_deadline_seconds)
         return await self.router.call("Send", request)
 
+    def send_directly(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future] | None:
+        """Send a group of online-only messages from this node and return their replies, already done.
+
+        Return None, sending nothing, when the group must go through the router.
+        """
+        if self.direct is None or not self.direct.takes(requests):
+            return None
+        return self.direct.send(requests)
+
     def send_messages(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
         """Send messages of one connection in one batch call and return a future of each reply.
 
         One call keeps their order at the router. A failed message's future has a PrimError.
-        A group of online-only messages goes out from this node, without the router, where
-        the node delivers them itself.
+        A group of online-only messages that this node may send itself goes out without the router.
         """
         if self.direct is None:
             return self._sends.submit_group(requests)
