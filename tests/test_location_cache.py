@@ -117,22 +117,6 @@ async def test_entries_keep_the_tenant(presence_and_cache):
     assert conns(await cache.locate("acme", ["u1"])) == {"acme-conn"}
 
 
-async def test_cached_reads_memory_only(presence_and_cache):
-    presence, cache = presence_and_cache
-    await await_change(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, 1))
-    # Not read yet, so not in memory.
-    assert cache.cached("acme", ["u1"]) is None
-    await cache.locate("acme", ["u1", "u2"])
-    assert conns(cache.cached("acme", ["u1"])) == {"c1"}
-    # u2 has no connection, which is cached too.
-    assert conns(cache.cached("acme", ["u1", "u2"])) == {"c1"}
-    assert cache.cached("acme", ["u1", "u3"]) is None
-    assert cache.cached("globex", ["u1"]) is None
-    # The entry ends with the connection's TTL.
-    await asyncio.sleep(1.2)
-    assert cache.cached("acme", ["u1"]) is None
-
-
 async def test_entry_ends_with_ttl(presence_and_cache):
     presence, cache = presence_and_cache
     await await_change(cache, presence.connect(user("acme", "u1", "c1"), "multi", 5, 1))

@@ -163,22 +163,20 @@ class EdgeNode:
         Send call, not the batched stream, because this reply waits for the
         deliveries, which a batch reply does not.
         """
-        if self.direct is not None:
-            if self.direct.takes([request]):
-                return await self.direct.send_counted(request)
-            earlier = self.direct.in_flight([request])
-            if earlier:
-                await asyncio.wait(earlier, timeout=self.settings.edge_deadline_seconds)
-        return await self.router.call("Send", request)
-
-    def send_directly(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future] | None:
-        """Send a group of online-only messages from this node and return their replies, already done.
-
-        Return None, sending nothing, when the group must go through the router.
-        """
-        if self.direct is None or not self.direct.takes(requests):
-            return None
-        return self.direct.send(requests)
+        direct = self.direct
+        if direct is None:
+            return await self.router.call("Send", request)
+        if direct.takes([request]):
+            return await direct.send_counted(request)
+        resent = direct.resent(request)
+        if resent is not None:
+            return resent
+        earlier = direct.in_flight([request])
+        if earlier:
+            await self._wait_confirmed(earlier)
+        sent = asyncio.ensure_future(self.router.call("Send", request))
+        sent.add_done_callback(functools.partial(direct.routed, request))
+        return await sent
 
     def send_messages(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
         """Send messages of one connection in one batch call and return a future of each reply.
@@ -190,24 +188,54 @@ class EdgeNode:
             return self._sends.submit_group(requests)
         if self.direct.takes(requests):
             return self.direct.send(requests)
-        earlier = self.direct.in_flight(requests)
-        if not earlier:
-            return self._sends.submit_group(requests)
+        return self._route(requests)
+
+    def _route(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
+        """Send a group through the router, behind its sender's direct deliveries still on their way."""
         loop = asyncio.get_running_loop()
         replies = [loop.create_future() for _ in requests]
-        background.spawn(self._send_group_after(earlier, requests, replies))
+        sends = []
+        for request, reply in zip(requests, replies, strict=True):
+            resent = self.direct.resent(request)
+            if resent is not None:
+                reply.set_result(resent)
+            else:
+                sends.append((request, reply))
+        if not sends:
+            return replies
+        earlier = self.direct.in_flight([request for request, _ in sends])
+        if earlier:
+            background.spawn(self._route_after(earlier, sends))
+        else:
+            self._submit_routed(sends)
         return replies
 
-    async def _send_group_after(self, earlier, requests, replies: list[asyncio.Future]) -> None:
-        """Send a group through the router once the deliveries it must not overtake are confirmed."""
+    async def _route_after(self, earlier: list[asyncio.Future], sends) -> None:
         try:
-            await asyncio.wait(earlier, timeout=self.settings.edge_deadline_seconds)
+            await self._wait_confirmed(earlier)
         except asyncio.CancelledError:
-            for reply in replies:
+            for _, reply in sends:
                 reply.cancel()
             raise
-        for sent, reply in zip(self._sends.submit_group(requests), replies, strict=True):
-            sent.add_done_callback(functools.partial(_pass_on, reply))
+        self._submit_routed(sends)
+
+    def _submit_routed(self, sends) -> None:
+        sent_group = self._sends.submit_group([request for request, _ in sends])
+        for (request, reply), sent in zip(sends, sent_group, strict=True):
+            sent.add_done_callback(functools.partial(self._routed_reply, request, reply))
+
+    def _routed_reply(self, request: router_pb2.SendRequest, reply: asyncio.Future, sent: asyncio.Future) -> None:
+        self.direct.routed(request, sent)
+        _pass_on(reply, sent)
+
+    async def _wait_confirmed(self, earlier: list[asyncio.Future]) -> None:
+        """Wait until the nodes confirmed (or failed) these direct deliveries, so a routed message does not overtake them."""
+        _, pending = await asyncio.wait(earlier, timeout=self.direct.confirm_wait)
+        if pending:
+            log.warning(
+                "direct deliveries still unconfirmed; sending through the router anyway",
+                extra={"node_id": self.node_id, "deliveries": len(pending), "waited_seconds": self.direct.confirm_wait},
+            )
 
     async def _send_batch(
         self, requests: list[router_pb2.SendRequest]

@@ -57,16 +57,6 @@ def _after_seq(data: dict) -> int:
     return after
 
 
-def _msg_reply_frame(frame_seq: str, reply: asyncio.Future) -> bytes:
-    """Encode the reply to a msg request from its finished SendReply future (or its PrimError)."""
-    error = reply.exception()
-    if error is not None:
-        return _error_frame(error, frame_seq, "msg")
-    sent = reply.result()
-    data = {"msgId": sent.msg_id, "seq": sent.seq, "time": sent.time}
-    return frames.encode_reply(frame_seq, "msg", 200, data)
-
-
 def _error_frame(error: PrimError, frame_seq: str, cmd: str) -> bytes:
     """Encode the error reply to a request, and count the error for telemetry."""
     telemetry.record_error(error, "websocket")
@@ -294,13 +284,6 @@ class Session:
             request: router_pb2.SendRequest | PrimError = self._send_request(data)
         except PrimError as exc:
             request = exc
-        if self._msg_sender is None and isinstance(request, router_pb2.SendRequest):
-            # No earlier msg waits for its reply. An online-only message that
-            # this node sends itself has its reply at once, so no task runs.
-            replies = self.node.send_directly([request])
-            if replies is not None:
-                self.conn.push_frames([_msg_reply_frame(frame_seq, replies[0])], "msg")
-                return
         self._msgs.append((frame_seq, request))
         if self._msg_sender is None:
             self._msg_sender = background.spawn(self._send_msgs())
@@ -327,16 +310,16 @@ class Session:
                     if isinstance(request, PrimError):
                         out.append(_error_frame(request, frame_seq, "msg"))
                         continue
-                    reply = next(replies)
                     try:
-                        await reply
-                    except PrimError:
-                        pass
+                        reply = await next(replies)
+                    except PrimError as exc:
+                        out.append(_error_frame(exc, frame_seq, "msg"))
                     except Exception:
                         log.exception("request failed", extra={**self._ids(), "cmd": "msg"})
                         out.append(_error_frame(PrimError(Code.SERVER_ERROR, "server error"), frame_seq, "msg"))
-                        continue
-                    out.append(_msg_reply_frame(frame_seq, reply))
+                    else:
+                        data = {"msgId": reply.msg_id, "seq": reply.seq, "time": reply.time}
+                        out.append(frames.encode_reply(frame_seq, "msg", 200, data))
                 self.conn.push_frames(out, "msg")
         finally:
             self._msg_sender = None

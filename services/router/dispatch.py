@@ -8,8 +8,7 @@ the pushes on each node's lane. The read goes straight to presence's Redis
 when PRIM_PRESENCE_REDIS_URL is set, which saves a gRPC round trip, and to
 presence's Locate call otherwise or while Redis cannot be read. Lanes send in queue order and the edge
 queues a request's pushes in request order, so every connection gets this
-router's pushes in ascending seq. A batch submitted while nothing is queued,
-whose users the cache holds, is dispatched at once, without that task.
+router's pushes in ascending seq.
 
 An edge node uses a Dispatcher of its own for the online-only messages it
 sends without the router (see ``prim.edge.direct``).
@@ -53,9 +52,6 @@ class Locator(Protocol):
 
     async def locate(self, tenant: str, user_ids: Sequence[str]) -> list[common_pb2.Location]: ...
 
-    def cached(self, tenant: str, user_ids: Sequence[str]) -> list[common_pb2.Location] | None:
-        """Return the connections of ``user_ids`` from memory, or None when one is not there."""
-
 
 class Dispatcher:
     """Deliveries of one router's messages, or of one edge's online-only messages, in submit order."""
@@ -82,22 +78,18 @@ class Dispatcher:
         for item in batch:
             if item.delivery is None:
                 item.delivery = loop.create_future()
-        if self._worker is None and not self._batches:
-            # Nothing is queued before this batch: when its users are cached,
-            # it is dispatched now, without waiting for a task to run.
-            locations = self._cached(batch)
-            if locations is not None:
-                contexts = [item.trace_context for item in batch]
-                try:
-                    with telemetry.batch_span("deliver messages", contexts):
-                        self._deliver(batch, locations)
-                except Exception:
-                    log.exception("dispatching messages failed", extra={"messages": len(batch)})
-                    _settle(batch, {})
-                return
         self._batches.append(batch)
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop dispatching, and settle every message not dispatched yet with no connection reached."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        while self._batches:
+            _settle(self._batches.popleft(), {})
 
     async def _run(self) -> None:
         try:
@@ -115,16 +107,14 @@ class Dispatcher:
                 except Exception:
                     log.exception("dispatching messages failed", extra={"messages": len(items)})
                     _settle(items, {})
+                except asyncio.CancelledError:
+                    _settle(items, {})
+                    raise
         finally:
             self._worker = None
 
     async def _dispatch(self, items: list[Outgoing]) -> None:
-        self._deliver(items, await self._locate(items))
-
-    def _deliver(
-        self, items: list[Outgoing], locations: dict[tuple[str, str], list[common_pb2.Location]]
-    ) -> None:
-        """Queue the pushes of ``items`` on the lanes of the nodes that hold ``locations``."""
+        locations = await self._locate(items)
         by_node: dict[str, dict[bytes, edge_pb2.Push]] = collections.defaultdict(dict)
         targets: dict[str, list[tuple[Outgoing, bytes]]] = collections.defaultdict(list)
         for item in items:
@@ -145,25 +135,6 @@ class Dispatcher:
         # Count as the lanes reply, without waiting here, so the next batch
         # is queued on the lanes at once instead of after this one's calls return.
         _count(items, lanes)
-
-    def _cached(self, items: list[Outgoing]) -> dict[tuple[str, str], list[common_pb2.Location]] | None:
-        """Return the connections of every sender and recipient from the locator's memory.
-
-        Return None when one of them is not there, or the locator has none.
-        """
-        if self.locator is None or time.monotonic() < self._locator_retry_at:
-            return None
-        users: dict[str, dict[str, None]] = collections.defaultdict(dict)
-        for item in items:
-            users[item.tenant].update(dict.fromkeys((item.sender_id, item.to)))
-        found: dict[tuple[str, str], list[common_pb2.Location]] = collections.defaultdict(list)
-        for tenant, user_ids in users.items():
-            locations = self.locator.cached(tenant, list(user_ids))
-            if locations is None:
-                return None
-            for location in locations:
-                found[tenant, location.user_id].append(location)
-        return found
 
     async def _locate(
         self, items: list[Outgoing]

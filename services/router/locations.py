@@ -92,21 +92,6 @@ class LocationCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def cached(self, tenant: str, user_ids: Sequence[str]) -> list[Location] | None:
-        """Return the live connections of ``user_ids`` from memory, or None when one of them is not cached."""
-        if not self._following:
-            return None
-        now = time.monotonic()
-        found: list[Location] = []
-        unique_ids = dict.fromkeys(user_ids)
-        for user_id in unique_ids:
-            entry = self._entries.get((tenant, user_id))
-            if entry is None or entry[0] <= now:
-                return None
-            found += entry[1]
-        count_location_lookups(hits=len(unique_ids), misses=0)
-        return found
-
     async def locate(self, tenant: str, user_ids: Sequence[str]) -> list[Location]:
         """Return the live connections of ``user_ids`` in ``tenant``. Errors of the store propagate."""
         now = time.monotonic()
