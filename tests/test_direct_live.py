@@ -3,7 +3,8 @@
 The module starts its own suite with two edge nodes (A and B), so it can
 stop the router and show which messages still get through: online-only
 ones do, stored ones and, for a while after a stored one, the same user's
-online-only ones do not. The order guard is 3 s here instead of 5 s.
+online-only ones do not. The order guard is 3 s here instead of 5 s, and the
+delivery deadline 10 s instead of 2 s.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def suite(tmp_path_factory):
         admin_token=secrets.token_urlsafe(16),
         log_dir=tmp_path_factory.mktemp("direct-logs"),
         edge_http_ports=[devcluster.free_port() for _ in range(2)],
-        extra_env={"PRIM_LIVE_ORDER_GUARD_SECONDS": str(ORDER_GUARD)},
+        extra_env={
+            "PRIM_LIVE_ORDER_GUARD_SECONDS": str(ORDER_GUARD),
+            # Long enough that a node stopped for a test is waited for, not given up.
+            "PRIM_EDGE_DEADLINE_SECONDS": "10",
+        },
     )
     try:
         cluster.start()
@@ -113,29 +118,55 @@ async def test_online_only_needs_no_router(suite, acme, router_down):
         await close_all(u1, u1_phone, u2, u3)
 
 
-async def test_stored_message_holds_online_only_behind_it(suite, acme):
+async def test_routed_message_holds_online_only(suite, acme):
+    u1 = await connect_user(suite, acme, "u1", A)
+    u2 = await connect_user(suite, acme, "u2", B)
+    await asyncio.to_thread(suite.processes["router"].stop, signal.SIGTERM)
+    try:
+        # The stored message fails, but it was routed, so the guard starts.
+        with pytest.raises(ApiError) as failed:
+            await u1.send("u2", "stored first")
+        assert failed.value.code == 1004
+        # Within the guard, u1's online-only messages go through the router.
+        with pytest.raises(ApiError) as failed:
+            await u1.send("u2", "typing", persist=False)
+        assert failed.value.code == 1004
+        # Another user's do not wait for u1's guard.
+        u3 = await connect_user(suite, acme, "u3", A)
+        other = await u3.send("u2", "typing", persist=False)
+        assert (await next_msg(u2))["msgId"] == other["msgId"]
+        await u3.close()
+
+        await asyncio.sleep(ORDER_GUARD + 0.2)
+        reply = await u1.send("u2", "typing again", persist=False)
+        assert (await next_msg(u2))["msgId"] == reply["msgId"]
+    finally:
+        await start_router(suite)
+        await close_all(u1, u2)
+
+
+async def test_resend_caught_on_either_path(suite, acme):
     u1 = await connect_user(suite, acme, "u1", A)
     u2 = await connect_user(suite, acme, "u2", B)
     try:
-        await u1.send("u2", "stored first")
-        assert (await next_msg(u2))["message"] == "stored first"
-        await asyncio.to_thread(suite.processes["router"].stop, signal.SIGTERM)
-        try:
-            # Within the guard, u1's online-only messages go through the router.
-            with pytest.raises(ApiError) as failed:
-                await u1.send("u2", "typing", persist=False)
-            assert failed.value.code == 1004
-            # Another user's do not wait for u1's guard.
-            u3 = await connect_user(suite, acme, "u3", A)
-            other = await u3.send("u2", "typing", persist=False)
-            assert (await next_msg(u2))["msgId"] == other["msgId"]
-            await u3.close()
+        direct = await u1.send("u2", "typing", persist=False, clientMsgId="k-1")
+        assert (await next_msg(u2))["msgId"] == direct["msgId"]
+        await u1.send("u2", "stored")
+        assert (await next_msg(u2))["message"] == "stored"
+        # Routed now, yet the resend gets the first reply and pushes nothing.
+        again = await u1.send("u2", "typing", persist=False, clientMsgId="k-1")
+        assert (again["msgId"], again["time"]) == (direct["msgId"], direct["time"])
+        routed = await u1.send("u2", "typing", persist=False, clientMsgId="k-2")
+        assert (await next_msg(u2))["msgId"] == routed["msgId"]
+        await no_push(u2)
 
-            await asyncio.sleep(ORDER_GUARD + 0.2)
-            reply = await u1.send("u2", "typing again", persist=False)
-            assert (await next_msg(u2))["msgId"] == reply["msgId"]
-        finally:
-            await start_router(suite)
+        # Once the guard is over, a resend of the routed one goes nowhere either.
+        await asyncio.sleep(ORDER_GUARD + 0.2)
+        later = await u1.send("u2", "typing", persist=False, clientMsgId="k-2")
+        assert later["msgId"] == routed["msgId"]
+        fresh = await u1.send("u2", "typing", persist=False, clientMsgId="k-3")
+        assert (await next_msg(u2))["msgId"] == fresh["msgId"]
+        await no_push(u2)
     finally:
         await close_all(u1, u2)
 
@@ -159,17 +190,19 @@ async def test_online_only_stays_in_its_tenant(suite, acme, router_down):
         await other.close()
 
 
-async def test_order_kept_across_edges(suite, acme):
+async def test_mixed_burst_keeps_order(suite, acme):
     sender = await connect_user(suite, acme, "u1", A)
     far = await connect_user(suite, acme, "u2", B)
     near = await connect_user(suite, acme, "u2", A, "android")
     try:
-        texts = [f"typing {n}" for n in range(200)]
+        sends = [(f"m{n}", n % 7 == 3) for n in range(200)]
         # Pipelined: the client sends them all before reading a reply.
-        replies = await asyncio.gather(*(sender.send("u2", text, persist=False) for text in texts))
-        assert len({reply["msgId"] for reply in replies}) == len(texts)
+        replies = await asyncio.gather(
+            *(sender.send("u2", text, persist=stored) for text, stored in sends)
+        )
+        assert len({reply["msgId"] for reply in replies}) == len(sends)
         for conn in (far, near):
-            assert [(await next_msg(conn))["message"] for _ in texts] == texts
+            assert [(await next_msg(conn))["message"] for _ in sends] == [text for text, _ in sends]
     finally:
         await close_all(sender, far, near)
 

@@ -16,17 +16,20 @@ Order:
 * A stored message goes through the router, and its pushes reach the
   recipient's edge on the router's stream, which has no order with this
   edge's streams. So once a user sent a stored message through this edge,
-  that user's online-only messages go through the router too, until the
-  user has sent nothing through it for PRIM_LIVE_ORDER_GUARD_SECONDS. By
-  then the last routed message's push has reached its node, or failed after
-  the router's delivery deadline.
+  that user's online-only messages go through the router too, until
+  PRIM_LIVE_ORDER_GUARD_SECONDS have passed since the router's last reply
+  to the user. The router queues a message's pushes before it replies, so
+  by then the push has reached its node, or failed after the router's
+  delivery deadline.
 * A message that goes through the router waits until the nodes have
   confirmed the deliveries of the same user's earlier messages sent here
-  (a node confirms once the pushes are in its connections' queues), or
-  until the delivery deadline, so it does not overtake them.
+  (a node confirms once the pushes are in its connections' queues), so it
+  does not overtake them. Every step of a delivery has a deadline, and the
+  wait ends after the sum of them (``confirm_wait``).
 
-Resends of a clientMsgId are caught within one edge process here, as they
-are within one router replica on the router's path.
+Resends of a clientMsgId are caught within one edge process, whichever way
+each message went: the router's replies to online-only messages are
+recorded here too. Another edge node or a router replica does not know them.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class DirectSender:
 
     def __init__(self, hub: Hub, node_id: str, presence: Peer, settings: Settings, clock=time.monotonic):
         self.order_guard = settings.live_order_guard_seconds
+        # Longest a delivery from here can take to settle: a failed read of
+        # presence's Redis, then Locate, two ListNodes calls, then the node's reply.
+        self.confirm_wait = 4 * settings.grpc_deadline_seconds + settings.edge_deadline_seconds
         self.clock = clock
         self.nodes = _Nodes(hub, node_id, presence, settings)
         self.locator = start_location_cache(settings)
@@ -109,13 +115,43 @@ class DirectSender:
         )
         if not routed:
             return True
-        until = now + self.order_guard
         for request in requests:
-            key = (request.tenant, request.sender.user_id)
-            # Moved to the end, so the dict stays in the order of expiry.
-            self._routed_until.pop(key, None)
-            self._routed_until[key] = until
+            self._guard(request, now)
         return False
+
+    def routed(self, request: router_pb2.SendRequest, sent: asyncio.Future) -> None:
+        """Take note of the router's reply to a message sent through it.
+
+        The router queues a message's pushes before it replies, so the guard
+        starts again from the reply. The reply to an online-only message
+        with a clientMsgId is recorded, so a resend of it sent here later
+        gets that reply and pushes nothing.
+        """
+        self._guard(request, self.clock())
+        if request.persist or not request.client_msg_id:
+            return
+        if sent.cancelled() or sent.exception() is not None:
+            return
+        reply = sent.result()
+        if not reply.duplicate:
+            self.recent_ids.record(
+                request.tenant, request.sender.user_id, request.client_msg_id, reply.msg_id, reply.time
+            )
+
+    def resent(self, request: router_pb2.SendRequest) -> router_pb2.SendReply | None:
+        """Return the reply to an online-only resend of a clientMsgId seen here, or None."""
+        if request.persist or not request.client_msg_id:
+            return None
+        first = self.recent_ids.seen(request.tenant, request.sender.user_id, request.client_msg_id)
+        if first is None:
+            return None
+        return router_pb2.SendReply(msg_id=first[0], time=first[1], duplicate=True)
+
+    def _guard(self, request: router_pb2.SendRequest, now: float) -> None:
+        key = (request.tenant, request.sender.user_id)
+        # Moved to the end, so the dict stays in the order of expiry.
+        self._routed_until.pop(key, None)
+        self._routed_until[key] = now + self.order_guard
 
     def send(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
         """Check and dispatch online-only messages, and return a future of each reply, already done.
@@ -177,7 +213,9 @@ class DirectSender:
         self.dispatcher.submit([item])
         self._track(item)
         ready_at = time.perf_counter()
-        reply.delivered = await item.delivery
+        # Shielded: a cancelled request must not cancel the delivery, which
+        # later routed messages of this sender wait for.
+        reply.delivered = await asyncio.shield(item.delivery)
         metrics.observe_delivery("direct", reply.delivered, ready_at)
         return reply
 
@@ -199,6 +237,7 @@ class DirectSender:
             del self._routed_until[key]
 
     async def close(self) -> None:
+        await self.dispatcher.close()
         await self.nodes.close()
         if self.locator is not None:
             await self.locator.close()

@@ -43,8 +43,8 @@ SETTINGS = [
         float,
         5.0,
         "After a user sends a stored message through this edge, the user's online-only messages "
-        "also go through the router, so they stay behind it, until the user has sent nothing "
-        "through the router for this long, in seconds. Keep it above the router's "
+        "also go through the router, so they stay behind it, until this long has passed since "
+        "the router's last reply to the user, in seconds. Keep it above the router's "
         "PRIM_EDGE_DEADLINE_SECONDS.",
     ),
     Setting("max_message_bytes", int, 65536, "Largest WebSocket message and REST message field, in bytes."),

@@ -344,6 +344,9 @@ class NodeLane:
         for task in (self._reader, self._sender):
             if task is not None:
                 task.cancel()
+        # Nobody sends them any more: their counts are zeros.
+        self._settle_waiting()
+        self._drop_queued()
 
 
 def _accepted(reply: edge_pb2.DeliverReply, entries) -> list[int]:

@@ -39,6 +39,7 @@ class App:
         return await self.store.ping()
 
     async def close(self) -> None:
+        await self.servicer.dispatcher.close()
         await self.nodes.close()
         await self.presence.close()
         await self.store.close()

@@ -103,19 +103,29 @@ class RecentIds:
         or record ``item`` as the first and return None (always None without a clientMsgId)."""
         if not item.client_msg_id:
             return None
-        key = (item.tenant, item.sender_id, item.client_msg_id)
-        now = time.monotonic()
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
+        found = self.seen(item.tenant, item.sender_id, item.client_msg_id)
+        if found is None:
+            self.record(item.tenant, item.sender_id, item.client_msg_id, item.msg_id, item.time)
+        return found
+
+    def seen(self, tenant: str, sender_id: str, client_msg_id: str) -> tuple[str, int] | None:
+        """Return the msgId and time recorded for a clientMsgId, or None when there is none in time."""
+        entry = self._entries.get((tenant, sender_id, client_msg_id))
+        if entry is not None and entry[0] > time.monotonic():
             return entry[1], entry[2]
-        self._entries[key] = (now + self.ttl_seconds, item.msg_id, item.time)
+        return None
+
+    def record(self, tenant: str, sender_id: str, client_msg_id: str, msg_id: str, sent_at: int) -> None:
+        """Record the message that first used a clientMsgId."""
+        key = (tenant, sender_id, client_msg_id)
+        now = time.monotonic()
+        self._entries[key] = (now + self.ttl_seconds, msg_id, sent_at)
         self._entries.move_to_end(key)
         # Every entry lives ttl_seconds, so the oldest expire first.
         while self._entries and (
             len(self._entries) > self.max_entries or next(iter(self._entries.values()))[0] <= now
         ):
             self._entries.popitem(last=False)
-        return None
 
 
 def _stored_reply(item: Outgoing, ready_at: float) -> router_pb2.SendReply:
