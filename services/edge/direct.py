@@ -22,9 +22,9 @@ Order:
   by then the push has reached its node, or failed after the router's
   delivery deadline.
 * A message that goes through the router waits until the nodes have
-  confirmed the deliveries of the same user's earlier messages sent here
-  (a node confirms once the pushes are in its connections' queues), so it
-  does not overtake them. Every step of a delivery has a deadline, and the
+  confirmed the deliveries of the same user's earlier messages sent here,
+  so it does not overtake them. A node confirms once the pushes are in its
+  connections' queues. Every step of a delivery has a deadline, and the
   wait ends after the sum of them (``confirm_wait``).
 
 Resends of a clientMsgId are caught within one edge process, whichever way
@@ -81,7 +81,7 @@ class DirectSender:
 
     def __init__(self, hub: Hub, node_id: str, presence: Peer, settings: Settings, clock=time.monotonic):
         self.order_guard = settings.live_order_guard_seconds
-        # Longest a delivery from here can take to settle: a failed read of
+        # Maximum time a delivery from here takes to settle: a failed read of
         # presence's Redis, then Locate, two ListNodes calls, then the node's reply.
         self.confirm_wait = 4 * settings.grpc_deadline_seconds + settings.edge_deadline_seconds
         self.clock = clock
@@ -90,7 +90,7 @@ class DirectSender:
         self.dispatcher = Dispatcher(presence, self.nodes, self.locator)
         self.recent_ids = RecentIds()
         # (tenant, user) -> monotonic time until which the user's online-only
-        # messages go through the router, after a stored one did.
+        # messages go through the router.
         self._routed_until: dict[tuple[str, str], float] = {}
         # (tenant, user) -> deliveries of the user's messages sent here that
         # the nodes have not confirmed yet.
@@ -104,9 +104,9 @@ class DirectSender:
         """Return whether a group of one sender's messages goes out here rather than through the router.
 
         A group with a stored message goes through the router. So do the
-        sender's online-only messages until the sender has sent nothing
-        through the router for the guard time: each one routed renews it, so
-        none overtakes one routed before it.
+        sender's online-only messages until the guard time has passed since
+        the sender's last routed message and the router's last reply to it
+        (see ``routed``), so none overtakes one routed before it.
         """
         now = self.clock()
         routed = any(request.persist for request in requests) or any(
