@@ -1,12 +1,13 @@
 """The latency floor of each transport on this host, with no messaging code around it.
 
-A prim message crosses two gRPC stream hops (edge to router, router to
-edge), and a python-socketio message crosses one Redis publish. This step
+A stored prim message crosses two gRPC stream hops (edge to router, router
+to edge), an online-only one crosses one (edge to edge), and a
+python-socketio message crosses one Redis publish. This step
 sends timestamped 200-byte payloads at the latency scenario's fixed rate
 through each transport alone, between processes that do nothing else:
 
-- ``grpc2``: source -> relay -> sink over two gRPC asyncio streams, prim's shape;
-- ``grpc1``: source -> sink over one gRPC asyncio stream;
+- ``grpc2``: source -> relay -> sink over two gRPC asyncio streams, prim's stored messages;
+- ``grpc1``: source -> sink over one gRPC asyncio stream, prim's online-only messages;
 - ``redis1``: a Redis PUBLISH, read by a subscriber, python-socketio's shape.
 
 Each message's latency counts from the moment its source hands it to the

@@ -273,8 +273,8 @@ def round_ratios(results: dict) -> str:
 
 
 HOP_SHAPES = {
-    "grpc2": "two gRPC stream hops: source, relay, sink (prim's edge, router, edge)",
-    "grpc1": "one gRPC stream hop: source, sink",
+    "grpc2": "two gRPC stream hops: source, relay, sink (prim's stored messages: edge, router, edge)",
+    "grpc1": "one gRPC stream hop: source, sink (prim's online-only messages: edge, edge)",
     "redis1": "one Redis PUBLISH read by a subscriber (python-socketio's server to server)",
 }
 
@@ -319,18 +319,19 @@ whose messages take one of them is unlikely to deliver faster than its row.
 
 {table(header, rows)}
 """
-    if "grpc2" in median_p99 and "redis1" in median_p99:
-        extra = median_p99["grpc2"] - median_p99["redis1"]
+    if "grpc1" in median_p99 and "redis1" in median_p99:
+        extra = median_p99["grpc1"] - median_p99["redis1"]
         text += (
-            f"\nBy median p99, prim's path costs {extra:.2f} ms more than python-socketio's "
-            f"({median_p99['grpc2'] / median_p99['redis1']:.2f}×) before either does any work."
+            f"\nBy median p99, the path of prim's online-only messages costs {extra:+.2f} ms"
+            f" against python-socketio's ({median_p99['grpc1'] / median_p99['redis1']:.2f}×)"
+            " before either does any work."
         )
         prim_p99 = value(results, "prim", "latency", "latency_ms", "p99")
         socketio_p99 = value(results, "socketio", "latency", "latency_ms", "p99")
         if prim_p99 and socketio_p99:
             text += (
-                f" In the latency rounds above, prim's p99 was {prim_p99 - socketio_p99:.2f} ms"
-                " above python-socketio's."
+                f" In the latency rounds above, prim's p99 was {prim_p99 - socketio_p99:+.2f} ms"
+                " against python-socketio's."
             )
         text += "\n"
     return text
@@ -512,6 +513,11 @@ prim's targets compare it with the best of the two framework peers
 (python-socketio and Django Channels); the relay is a ceiling, not a target.
 What prim does for these numbers:
 
+- Online-only messages, which the live and latency scenarios send, skip
+  the router: the sending edge looks up the recipient and delivers to the
+  recipient's edge on its own DeliverStream call, one gRPC hop instead of
+  two. A recipient on the sender's edge gets the push without any call.
+  Stored messages still go through the router.
 - Edge and router talk over long-lived streams in both directions: each
   edge sends its batches of messages on one SendStream call, and the router
   delivers to each edge on one DeliverStream call, several requests in
@@ -522,8 +528,8 @@ What prim does for these numbers:
   ConnectBatch and DisconnectBatch with one Redis pipeline each.
 - It pipelines a connection's msg requests. Those read while earlier ones
   wait for replies go to the router as one group.
-- The router keeps recipients' connections in memory, read from presence's
-  Redis and dropped when presence publishes a change to them.
+- The router and the edges keep recipients' connections in memory, read
+  from presence's Redis and dropped when presence publishes a change to them.
 - Each service freezes the objects it allocated at start, so the garbage
   collector's full passes take 1-2 ms instead of 12-25 ms.
 - The edge writes WebSocket frames straight to the socket.
@@ -540,34 +546,47 @@ The targets it still misses are open work.
 
 What keeps prim from the targets it misses, as measured while building it:
 
-- Latency at 1,000 msg/s: a message crosses two gRPC stream hops (edge to
-  router, router to edge), where python-socketio crosses one Redis publish.
-  At that rate the router uses about half a core, and py-spy puts about two
-  thirds of its samples in gRPC's machinery (stream writes, the event loop's
-  native callbacks and gRPC's poller thread) rather than in prim's code.
-  The stalls of the garbage collector and the Redis read per message that
-  used to dominate the tail are gone (see the list above).
-  - "Transport floor" below measures the two paths alone, with no
-    messaging code. One gRPC stream hop costs about what a Redis publish
-    does, so prim's second hop accounts for part of its distance from
-    python-socketio's p99. That section sets the two side by side in this run.
-    Closing it needs a path with one hop, such as edges that deliver to
-    each other without the router.
+- Latency at 1,000 msg/s: an online-only message now crosses one gRPC
+  stream hop, from the sending edge to the recipient's edge, where
+  python-socketio's crosses one Redis publish. Until 2026-12-05 it crossed
+  two, through the router. On an AMD EPYC host that day, prim's median p99
+  over python-socketio's was 1.38× in a latency-only run with the router
+  on the way. Without it, three latency-only runs gave 1.12×, 1.11× and
+  1.27×, and two full runs 0.92× (with the fast paths dropped below) and
+  1.34×. Single rounds ranged from 0.7× to 1.9×, so one run's ratio is a
+  weak measure. prim's p50 per round fell from 0.7-1.1 ms to mostly
+  0.5-0.7 ms, where python-socketio's is 0.45-0.6 ms.
+  - "Transport floor" below measures the paths alone, with no messaging
+    code. One gRPC stream hop costs about what a Redis publish does. So
+    the rest of the distance is the work each message takes in the two
+    edges: reading and checking the frame, the lookup, the gRPC write and
+    read, and the WebSocket write.
+  - A message through the router (a stored one, or an online-only one
+    within `PRIM_LIVE_ORDER_GUARD_SECONDS` of one) crosses two hops, and a
+    stored one also waits for its MongoDB commit.
   - Tried and dropped: the edge delivering each DeliverStream request as
     soon as it is read, instead of after the reply to the previous one is
     written. In two latency runs prim's p99 over python-socketio's was
     1.26× and 1.39×, against 1.43× in a run just before: within this
     host's noise.
+  - Tried and dropped: dispatching a message at once when the location
+    cache held its users, and replying to a msg frame without a task, each
+    to save a turn of the event loop. Neither moved the p99 ratio beyond
+    the noise, and at saturation each message then took its own lane entry
+    and its own reply write. Live throughput was 23,700-24,400 msg/s
+    without either, 16,700-20,500 with the reply alone, and 11,200-15,400
+    with both.
   - A temporary patch, not kept in the code, timestamped 12,000 messages in
-    each process they crossed. The median message took 1.6 ms in all:
-    0.25 ms for the gRPC hop from edge to router, 0.24 ms inside the router
-    and 0.27 ms for the hop from router to edge. The slowest 1% averaged
-    16.8 ms, spread over every stage: the processes waited for a core.
-  - At 1,000 msg/s the main threads of prim's three processes on the way
-    switch context about 114,000 times in 12 s, against about 31,000 for
-    python-socketio's two servers. In gRPC's asyncio stack a poller thread
-    (`PollerCompletionQueue`) takes each finished stream operation and then
-    wakes the event loop.
+    each process they crossed, on the path through the router. The median
+    message took 1.6 ms in all: 0.25 ms for the gRPC hop from edge to
+    router, 0.24 ms inside the router and 0.27 ms for the hop from router to
+    edge. The slowest 1% averaged 16.8 ms, spread over every stage: the
+    processes waited for a core.
+  - At 1,000 msg/s the main threads of prim's three processes on the
+    router's path switched context about 114,000 times in 12 s, against
+    about 31,000 for python-socketio's two servers. In gRPC's asyncio stack
+    a poller thread (`PollerCompletionQueue`) takes each finished stream
+    operation and then wakes the event loop.
   - These changes gave no gain beyond this host's noise, and were dropped:
     - replies on DeliverStream gathered for up to 2 ms, which cut the
       receiving edge's CPU by about 15%
@@ -575,10 +594,6 @@ What keeps prim from the targets it misses, as measured while building it:
     - `grpc.http2.bdp_probe` off
     - the asyncio event loop in place of uvloop
     - a 0.5 ms GIL switch interval
-  - A fast path for a sender and recipient on one edge is not built. The
-    router would have to hand a sending edge its local pushes in the reply
-    to the send, beside the delivery stream. The two streams have no order
-    between them, so a recipient could get a later message first.
 - Stored throughput: each message writes two timeline documents, each with
   two secondary indexes, and updates two counters, in one transaction. The
   Mongo stand-in's profile below shows its time in index maintenance, while
