@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import random
 import secrets
@@ -21,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,6 +271,15 @@ class Cluster:
         self.start_service("router", self.router_port)
         for index in range(len(self.edge_http_ports)):
             self.start_edge(index)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Cluster]:
+        """Start the cluster for a ``with`` block and stop it after, also when the start fails halfway."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
 
     def exited(self) -> list[Process]:
         """Return the cluster's processes that have ended, from a crash or a stop of one of them."""

@@ -61,11 +61,6 @@ def cluster(tmp_path_factory):
     """The whole suite: Mongo, Redis, auth, presence, router and two edge nodes."""
     logs = tmp_path_factory.mktemp("cluster-logs")
     suite = devcluster.Cluster(admin_token=secrets.token_urlsafe(16), log_dir=logs)
-    try:
-        suite.start()
-    except Exception:
-        suite.stop()
-        raise
-    yield suite
-    suite.stop()
+    with suite.running():
+        yield suite
 

@@ -69,13 +69,8 @@ def suite(tmp_path_factory):
         edge_http_ports=[devcluster.free_port() for _ in range(3)],
         extra_env=dict(SUITE_ENV),
     )
-    try:
-        cluster.start()
-    except Exception:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
+    with cluster.running():
+        yield cluster
 
 
 @pytest.fixture(scope="module")

@@ -730,13 +730,8 @@ def fanout(tmp_path_factory):
             "PRIM_EDGE_DEADLINE_SECONDS": "10",
         },
     )
-    try:
-        suite.start()
-    except Exception:
-        suite.stop()
-        raise
-    yield suite
-    suite.stop()
+    with suite.running():
+        yield suite
 
 
 async def connect_load_client(

@@ -38,13 +38,8 @@ def model_cluster(tmp_path_factory):
     """A cluster of its own, because the test restarts an edge node."""
     logs = tmp_path_factory.mktemp("model-logs")
     suite = devcluster.Cluster(admin_token=secrets.token_urlsafe(16), log_dir=logs)
-    try:
-        suite.start()
-    except Exception:
-        suite.stop()
-        raise
-    yield suite
-    suite.stop()
+    with suite.running():
+        yield suite
 
 
 class Device:

@@ -47,13 +47,8 @@ def suite(tmp_path_factory):
             "PRIM_EDGE_DEADLINE_SECONDS": "10",
         },
     )
-    try:
-        cluster.start()
-    except Exception:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
+    with cluster.running():
+        yield cluster
 
 
 @pytest.fixture

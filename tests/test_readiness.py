@@ -35,13 +35,8 @@ def small_suite(tmp_path):
         log_dir=tmp_path,
         edge_http_ports=[devcluster.free_port()],
     )
-    try:
-        suite.start()
-    except Exception:
-        suite.stop()
-        raise
-    yield suite
-    suite.stop()
+    with suite.running():
+        yield suite
 
 
 async def health_status(port: int, service: str = "") -> int | None:

@@ -35,13 +35,8 @@ def traced(tmp_path_factory):
         extra_env={"OTEL_TRACES_EXPORTER": "console"},
         metrics_ports={name: devcluster.free_port() for name in ("auth", "presence", "router")},
     )
-    try:
-        suite.start()
-    except Exception:
-        suite.stop()
-        raise
-    yield suite
-    suite.stop()
+    with suite.running():
+        yield suite
 
 
 @pytest.fixture

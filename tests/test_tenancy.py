@@ -848,13 +848,8 @@ def tls_suite(tmp_path_factory):
     }
     suite = devcluster.Cluster(admin_token=secrets.token_urlsafe(16), log_dir=logs, extra_env=env)
     suite.tls_env = env
-    try:
-        suite.start()
-    except Exception:
-        suite.stop()
-        raise
-    yield suite
-    suite.stop()
+    with suite.running():
+        yield suite
 
 
 def tls_files(env: dict[str, str], **changes) -> GrpcTls:
