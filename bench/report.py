@@ -273,7 +273,9 @@ def round_ratios(results: dict) -> str:
 
 
 HOP_SHAPES = {
-    "grpc2": "two gRPC stream hops: source, relay, sink (prim's stored messages: edge, router, edge)",
+    "grpc2": (
+        "two gRPC stream hops: source, relay, sink (prim's stored messages: edge, router, edge)"
+    ),
     "grpc1": "one gRPC stream hop: source, sink (prim's online-only messages: edge, edge)",
     "redis1": "one Redis PUBLISH read by a subscriber (python-socketio's server to server)",
 }

@@ -274,7 +274,10 @@ class Cluster:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Cluster]:
-        """Start the cluster for a ``with`` block and stop it after, also when the start fails halfway."""
+        """Start the cluster for a ``with`` block and stop it after.
+
+        It stops also when the start fails halfway.
+        """
         try:
             self.start()
             yield self

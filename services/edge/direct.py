@@ -79,7 +79,9 @@ class _Nodes(EdgeNodes):
 class DirectSender:
     """The edge's own sending of online-only one-to-one messages."""
 
-    def __init__(self, hub: Hub, node_id: str, presence: Peer, settings: Settings, clock=time.monotonic):
+    def __init__(
+        self, hub: Hub, node_id: str, presence: Peer, settings: Settings, clock=time.monotonic
+    ):
         self.order_guard = settings.live_order_guard_seconds
         # Maximum time a delivery from here takes to settle: a failed read of
         # presence's Redis, then Locate, two ListNodes calls, then the node's reply.
@@ -101,7 +103,7 @@ class DirectSender:
         )
 
     def takes(self, requests: list[router_pb2.SendRequest]) -> bool:
-        """Return whether a group of one sender's messages goes out here rather than through the router.
+        """Return whether a group of one sender's messages goes out here, not through the router.
 
         A group with a stored message goes through the router. So do the
         sender's online-only messages until the guard time has passed since
@@ -134,8 +136,9 @@ class DirectSender:
             return
         reply = sent.result()
         if not reply.duplicate:
+            sender_id = request.sender.user_id
             self.recent_ids.record(
-                request.tenant, request.sender.user_id, request.client_msg_id, reply.msg_id, reply.time
+                request.tenant, sender_id, request.client_msg_id, reply.msg_id, reply.time
             )
 
     def resent(self, request: router_pb2.SendRequest) -> router_pb2.SendReply | None:
@@ -219,7 +222,9 @@ class DirectSender:
         metrics.observe_delivery("direct", reply.delivered, ready_at)
         return reply
 
-    def _accept(self, request: router_pb2.SendRequest) -> tuple[router_pb2.SendReply, Outgoing | None]:
+    def _accept(
+        self, request: router_pb2.SendRequest
+    ) -> tuple[router_pb2.SendReply, Outgoing | None]:
         """Check a message and return its reply and the message to dispatch (None for a resend)."""
         item = outgoing(request)
         first = self.recent_ids.first(item)

@@ -92,7 +92,9 @@ class EdgeNode:
             self._send_batch, max_batch=SEND_BATCH_MAX, max_in_flight=4
         )
         # Online-only messages that skip the router (see direct.py).
-        self.direct = DirectSender(self.hub, self.node_id, self.presence, settings) if settings.direct_live else None
+        self.direct: DirectSender | None = None
+        if settings.direct_live:
+            self.direct = DirectSender(self.hub, self.node_id, self.presence, settings)
         # Logins of a connect storm share VerifyTokens calls the same way.
         self._token_checks: Coalescer[str, auth_pb2.TokenInfo] = Coalescer(
             self._verify_batch, max_batch=256, max_in_flight=4
@@ -191,7 +193,7 @@ class EdgeNode:
         return self._route(requests)
 
     def _route(self, requests: list[router_pb2.SendRequest]) -> list[asyncio.Future]:
-        """Send a group through the router, behind its sender's direct deliveries still on their way."""
+        """Send a group through the router, behind its sender's direct deliveries on their way."""
         loop = asyncio.get_running_loop()
         replies = [loop.create_future() for _ in requests]
         sends = []
@@ -224,17 +226,26 @@ class EdgeNode:
         for (request, reply), sent in zip(sends, sent_group, strict=True):
             sent.add_done_callback(functools.partial(self._routed_reply, request, reply))
 
-    def _routed_reply(self, request: router_pb2.SendRequest, reply: asyncio.Future, sent: asyncio.Future) -> None:
+    def _routed_reply(
+        self, request: router_pb2.SendRequest, reply: asyncio.Future, sent: asyncio.Future
+    ) -> None:
         self.direct.routed(request, sent)
         _pass_on(reply, sent)
 
     async def _wait_confirmed(self, earlier: list[asyncio.Future]) -> None:
-        """Wait until the nodes confirmed (or failed) these direct deliveries, so a routed message does not overtake them."""
+        """Wait until the nodes confirmed (or failed) these direct deliveries.
+
+        A routed message waits for them, so that it does not overtake them.
+        """
         _, pending = await asyncio.wait(earlier, timeout=self.direct.confirm_wait)
         if pending:
             log.warning(
                 "direct deliveries still unconfirmed; sending through the router anyway",
-                extra={"node_id": self.node_id, "deliveries": len(pending), "waited_seconds": self.direct.confirm_wait},
+                extra={
+                    "node_id": self.node_id,
+                    "deliveries": len(pending),
+                    "waited_seconds": self.direct.confirm_wait,
+                },
             )
 
     async def _send_batch(

@@ -27,8 +27,8 @@ SETTINGS = [
         "presence_redis_url",
         str,
         "",
-        "Presence's Redis (its PRIM_REDIS_URL), read directly to find the recipients of online-only "
-        "messages sent from this edge. Empty or memory:// asks presence.",
+        "Presence's Redis (its PRIM_REDIS_URL), read directly to find the recipients of "
+        "online-only messages sent from this edge. Empty or memory:// asks presence.",
         secret=True,
     ),
     Setting(
@@ -37,7 +37,9 @@ SETTINGS = [
         2.0,
         "Deadline of one delivery of online-only messages to another edge node, in seconds.",
     ),
-    Setting("node_cache_seconds", float, 2.0, "How long the list of edge nodes is reused, in seconds."),
+    Setting(
+        "node_cache_seconds", float, 2.0, "How long the list of edge nodes is reused, in seconds."
+    ),
     Setting(
         "live_order_guard_seconds",
         float,

@@ -54,7 +54,7 @@ class Locator(Protocol):
 
 
 class Dispatcher:
-    """Deliveries of one router's messages, or of one edge's online-only messages, in submit order."""
+    """Deliveries of one router's messages, or of one edge's online-only ones, in submit order."""
 
     def __init__(self, presence: Peer, nodes: EdgeNodes, locator: Locator | None = None):
         self.presence = presence
@@ -83,7 +83,7 @@ class Dispatcher:
             self._worker = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        """Stop dispatching, and settle every message not dispatched yet with no connection reached."""
+        """Stop dispatching, and settle every message not dispatched yet with zero connections."""
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.cancel()

@@ -181,7 +181,7 @@ class LocationCache:
 
 
 def start_location_cache(settings: Settings) -> LocationCache | None:
-    """Build and start a cache of presence's Redis store, which locates users without a call to presence.
+    """Build and start a cache of presence's Redis store, to locate users without calling presence.
 
     Return None when PRIM_PRESENCE_REDIS_URL is unset or memory://, which is
     presence's own in-process store that only presence reads.

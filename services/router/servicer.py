@@ -109,13 +109,15 @@ class RecentIds:
         return found
 
     def seen(self, tenant: str, sender_id: str, client_msg_id: str) -> tuple[str, int] | None:
-        """Return the msgId and time recorded for a clientMsgId, or None when there is none in time."""
+        """Return the msgId and time recorded for a clientMsgId, or None when none is current."""
         entry = self._entries.get((tenant, sender_id, client_msg_id))
         if entry is not None and entry[0] > time.monotonic():
             return entry[1], entry[2]
         return None
 
-    def record(self, tenant: str, sender_id: str, client_msg_id: str, msg_id: str, sent_at: int) -> None:
+    def record(
+        self, tenant: str, sender_id: str, client_msg_id: str, msg_id: str, sent_at: int
+    ) -> None:
         """Record the message that first used a clientMsgId."""
         key = (tenant, sender_id, client_msg_id)
         now = time.monotonic()
