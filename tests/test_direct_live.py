@@ -10,6 +10,7 @@ delivery deadline 10 s instead of 2 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -21,12 +22,13 @@ from helpers import connect_user, edge_url, new_tenant, next_msg, no_push, uniqu
 from prim import devcluster
 from prim.client import ApiError, UserConnection
 from prim.config import Settings
+from prim.errors import Unavailable
 from prim.edge.direct import DirectSender
 from prim.edge.hub import Hub
 from prim.edge.settings import SETTINGS as EDGE_SETTINGS
 from prim.pb.common_pb2 import Profile
 from prim.pb.presence_pb2_grpc import PresenceStub
-from prim.pb.router_pb2 import SendRequest
+from prim.pb.router_pb2 import SendReply, SendRequest
 from prim.rpc import Peer
 
 pytestmark = pytest.mark.integration
@@ -61,6 +63,11 @@ async def acme(suite):
 async def start_router(suite) -> None:
     """Start the router again and wait until both edges reach it."""
     await asyncio.to_thread(suite.start_service, "router", suite.router_port)
+    await wait_edges_ready(suite)
+
+
+async def wait_edges_ready(suite) -> None:
+    """Wait until both edges report ready, which needs the router."""
     async with httpx.AsyncClient() as http:
         for edge in (A, B):
             for _ in range(150):
@@ -113,30 +120,41 @@ async def test_online_only_needs_no_router(suite, acme, router_down):
         await close_all(u1, u1_phone, u2, u3)
 
 
-async def test_routed_message_holds_online_only(suite, acme):
+async def test_guard_with_hung_router(suite, acme):
     u1 = await connect_user(suite, acme, "u1", A)
     u2 = await connect_user(suite, acme, "u2", B)
-    await asyncio.to_thread(suite.processes["router"].stop, signal.SIGTERM)
+    router = suite.processes["router"].proc.pid
     try:
-        # The stored message fails, but it was routed, so the guard starts.
-        with pytest.raises(ApiError) as failed:
-            await u1.send("u2", "stored first")
-        assert failed.value.code == 1004
-        # Within the guard, u1's online-only messages go through the router.
-        with pytest.raises(ApiError) as failed:
-            await u1.send("u2", "typing", persist=False)
-        assert failed.value.code == 1004
-        # Another user's do not wait for u1's guard.
-        u3 = await connect_user(suite, acme, "u3", A)
-        other = await u3.send("u2", "typing", persist=False)
-        assert (await next_msg(u2))["msgId"] == other["msgId"]
-        await u3.close()
-
-        await asyncio.sleep(ORDER_GUARD + 0.2)
-        reply = await u1.send("u2", "typing again", persist=False)
-        assert (await next_msg(u2))["msgId"] == reply["msgId"]
+        await u1.send("u2", "stored first")
+        assert (await next_msg(u2))["message"] == "stored first"
+        os.kill(router, signal.SIGSTOP)
+        try:
+            # Within the guard, u1's online-only messages go through the
+            # router, which does not answer: the send times out.
+            with pytest.raises(ApiError) as failed:
+                await u1.send("u2", "typing", persist=False, clientMsgId="x-1")
+            assert failed.value.code == 1004
+            # Another user's do not wait for u1's guard.
+            u3 = await connect_user(suite, acme, "u3", A)
+            other = await u3.send("u2", "typing", persist=False)
+            assert (await next_msg(u2))["msgId"] == other["msgId"]
+            await u3.close()
+            # The guard ran out during that timeout, and the failed send did
+            # not start it again, so u1's next one goes direct.
+            direct = await u1.send("u2", "typing again", persist=False)
+            assert (await next_msg(u2))["msgId"] == direct["msgId"]
+        finally:
+            os.kill(router, signal.SIGCONT)
+        await wait_edges_ready(suite)
+        # The router may push the timed-out message late, so its resend goes
+        # through the router, which has recorded the clientMsgId.
+        await u1.send("u2", "typing", persist=False, clientMsgId="x-1")
+        pushes = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                pushes.append((await next_msg(u2, 1.0))["message"])
+        assert pushes.count("typing") <= 1
     finally:
-        await start_router(suite)
         await close_all(u1, u2)
 
 
@@ -229,20 +247,43 @@ async def test_order_guard_renews_while_routed():
     def message(user_id: str, persist: bool, tenant: str = "acme") -> SendRequest:
         return SendRequest(tenant=tenant, sender=Profile(user_id=user_id), to="u9", persist=persist)
 
+    def replied(request: SendRequest, error: Exception | None = None) -> None:
+        sent = asyncio.get_running_loop().create_future()
+        if error is None:
+            sent.set_result(SendReply(msg_id="m", time=1))
+        else:
+            sent.set_exception(error)
+        sender.routed(request, sent)
+
     try:
         assert sender.takes([message("u1", False)])
-        assert not sender.takes([message("u1", False), message("u1", True)])
+        stored = message("u1", True)
+        assert not sender.takes([message("u1", False), stored])
+        replied(stored)
         now[0] += 4.0
-        # Routed, which renews the guard.
-        assert not sender.takes([message("u1", False)])
+        live = message("u1", False)
+        assert not sender.takes([live])
         assert sender.takes([message("u2", False)])
         assert sender.takes([message("u1", False, tenant="other")])
+        # The router's reply to a routed message starts the guard again.
+        replied(live)
         now[0] += 4.0
         assert not sender.takes([message("u1", False)])
-        now[0] += 5.0
+        # A failed send does not.
+        replied(message("u1", False), Unavailable("router unavailable"))
+        now[0] += 1.0
         assert sender.takes([message("u1", False)])
         sender.forget_expired()
         assert not sender._routed_until
+
+        # After a failed routed send, that clientMsgId keeps going through the router.
+        unsure = SendRequest(
+            tenant="acme", sender=Profile(user_id="u4"), to="u9", client_msg_id="c-1"
+        )
+        replied(unsure, Unavailable("router unavailable"))
+        assert not sender.takes([unsure])
+        unsure.client_msg_id = "c-2"
+        assert sender.takes([unsure])
 
         # An online-only message's delivery stays in flight until settled. Presence
         # cannot be reached here, so it settles with no connection reached.

@@ -20,7 +20,10 @@ Order:
   PRIM_LIVE_ORDER_GUARD_SECONDS have passed since the router's last reply
   to the user. The router queues a message's pushes before it replies, so
   by then the push has reached its node, or failed after the router's
-  delivery deadline.
+  delivery deadline. A failed routed send starts no guard, so a router
+  outage does not hold the user's online-only messages. The router may
+  still push the failed one later, and a later online-only message may
+  then come first.
 * A message that goes through the router waits until the nodes have
   confirmed the deliveries of the same user's earlier messages sent here,
   so it does not overtake them. A node confirms once the pushes are in its
@@ -29,7 +32,9 @@ Order:
 
 Resends of a clientMsgId are caught within one edge process, whichever way
 each message went: the router's replies to online-only messages are
-recorded here too. Another edge node or a router replica does not know them.
+recorded here too. After a routed send failed, the resends of its
+clientMsgId go through the router, which may have taken it. Another edge
+node or a router replica does not know the ids recorded here.
 """
 
 from __future__ import annotations
@@ -91,6 +96,9 @@ class DirectSender:
         self.locator = start_location_cache(settings)
         self.dispatcher = Dispatcher(presence, self.nodes, self.locator)
         self.recent_ids = RecentIds()
+        # clientMsgIds of online-only messages whose routed send failed. The
+        # router may have pushed them anyway, so their resends go through it too.
+        self.unsure_ids = RecentIds()
         # (tenant, user) -> monotonic time until which the user's online-only
         # messages go through the router.
         self._routed_until: dict[tuple[str, str], float] = {}
@@ -107,36 +115,42 @@ class DirectSender:
 
         A group with a stored message goes through the router. So do the
         sender's online-only messages until the guard time has passed since
-        the sender's last routed message and the router's last reply to it
-        (see ``routed``), so none overtakes one routed before it.
+        the router's last reply to the sender (see ``routed``), so none
+        overtakes one routed before it, and the resends of a clientMsgId
+        whose routed send failed.
         """
         now = self.clock()
-        routed = any(request.persist for request in requests) or any(
-            self._routed_until.get((request.tenant, request.sender.user_id), 0.0) > now
-            for request in requests
-        )
-        if not routed:
-            return True
         for request in requests:
-            self._guard(request, now)
-        return False
+            if request.persist:
+                return False
+            if self._routed_until.get((request.tenant, request.sender.user_id), 0.0) > now:
+                return False
+            if request.client_msg_id and self.unsure_ids.seen(
+                request.tenant, request.sender.user_id, request.client_msg_id
+            ):
+                return False
+        return True
 
     def routed(self, request: router_pb2.SendRequest, sent: asyncio.Future) -> None:
         """Take note of the router's reply to a message sent through it.
 
         The router queues a message's pushes before it replies, so the guard
-        starts again from the reply. The reply to an online-only message
-        with a clientMsgId is recorded, so a resend of it sent here later
-        gets that reply and pushes nothing.
+        starts again from the reply. A failed send starts no guard: while
+        the router is down, the sender's online-only messages go direct. The
+        reply to an online-only message with a clientMsgId is recorded, so a
+        resend of it sent here later gets that reply and pushes nothing.
         """
-        self._guard(request, self.clock())
+        failed = sent.cancelled() or sent.exception() is not None
+        if not failed:
+            self._guard(request, self.clock())
         if request.persist or not request.client_msg_id:
             return
-        if sent.cancelled() or sent.exception() is not None:
+        sender_id = request.sender.user_id
+        if failed:
+            self.unsure_ids.record(request.tenant, sender_id, request.client_msg_id, "", 0)
             return
         reply = sent.result()
         if not reply.duplicate:
-            sender_id = request.sender.user_id
             self.recent_ids.record(
                 request.tenant, sender_id, request.client_msg_id, reply.msg_id, reply.time
             )
