@@ -276,7 +276,7 @@ class Cluster:
     def running(self) -> Iterator[Cluster]:
         """Start the cluster for a ``with`` block and stop it after.
 
-        It stops also when the start fails halfway.
+        It also stops the cluster when the start fails halfway.
         """
         try:
             self.start()

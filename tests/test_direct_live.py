@@ -130,7 +130,7 @@ async def test_guard_with_hung_router(suite, acme):
         os.kill(router, signal.SIGSTOP)
         try:
             # Within the guard, u1's online-only messages go through the
-            # router, which does not answer: the send times out.
+            # router, which is stopped, so the send times out.
             with pytest.raises(ApiError) as failed:
                 await u1.send("u2", "typing", persist=False, clientMsgId="x-1")
             assert failed.value.code == 1004

@@ -82,7 +82,7 @@ class _Nodes(EdgeNodes):
 
 
 class DirectSender:
-    """The edge's own sending of online-only one-to-one messages."""
+    """Sender of online-only one-to-one messages from this edge, without the router."""
 
     def __init__(
         self, hub: Hub, node_id: str, presence: Peer, settings: Settings, clock=time.monotonic
@@ -132,10 +132,10 @@ class DirectSender:
         return True
 
     def routed(self, request: router_pb2.SendRequest, sent: asyncio.Future) -> None:
-        """Take note of the router's reply to a message sent through it.
+        """Record the router's reply to a message sent through it.
 
         The router queues a message's pushes before it replies, so the guard
-        starts again from the reply. A failed send starts no guard: while
+        starts again from the reply. A failed send starts no guard, so while
         the router is down, the sender's online-only messages go direct. The
         reply to an online-only message with a clientMsgId is recorded, so a
         resend of it sent here later gets that reply and pushes nothing.

@@ -271,13 +271,13 @@ def _push_seq(frame: bytes) -> int:
 
 
 def deliver_pushes(hub: Hub, pushes) -> list[int]:
-    """Queue pushes on this node's connections; return how many connections took each push.
+    """Queue pushes on this node's connections and return how many connections took each push.
 
-    No await in here: pushes enter the send queues in the order given, and a
-    sender (the router or an edge) sends its requests to a node in order on
-    one stream, so each connection gets that sender's pushes in seq order.
-    A connection's pushes of one request leave in one socket write: under
-    load a request often carries several for the same connection.
+    There is no await in here, so pushes enter the send queues in the order
+    given. A sender (the router or an edge) writes its requests to a node in
+    order on one stream, so each connection gets that sender's pushes in seq
+    order. A connection's pushes of one request leave in one socket write,
+    because under load a request often carries several for one connection.
     """
     accepted = [0] * len(pushes)
     by_conn: dict[Connection, list[tuple[int, bytes]]] = {}

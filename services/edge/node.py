@@ -91,7 +91,7 @@ class EdgeNode:
         self._sends: Coalescer[router_pb2.SendRequest, router_pb2.SendReply] = Coalescer(
             self._send_batch, max_batch=SEND_BATCH_MAX, max_in_flight=4
         )
-        # Online-only messages that skip the router (see direct.py).
+        # Sender of the online-only messages that skip the router (see direct.py).
         self.direct: DirectSender | None = None
         if settings.direct_live:
             self.direct = DirectSender(self.hub, self.node_id, self.presence, settings)

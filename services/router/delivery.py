@@ -344,7 +344,7 @@ class NodeLane:
         for task in (self._reader, self._sender):
             if task is not None:
                 task.cancel()
-        # Nobody sends them any more: their counts are zeros.
+        # The lane is closed, so what it still holds settles with zeros.
         self._settle_waiting()
         self._drop_queued()
 
