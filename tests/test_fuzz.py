@@ -95,6 +95,28 @@ def test_parse_request_valid_frames(frame_seq, cmd, data):
     assert parse_request(raw.decode()) == (frame_seq, cmd, data)
 
 
+SURROGATE_FRAMES = [
+    # (raw frame, field named, seq echoed, cmd echoed)
+    (rb'{"seq": "1", "cmd": "msg", "data": {"message": "a\ud800"}}', "message", "1", "msg"),
+    (rb'{"seq": "2", "cmd": "msg", "data": {"a": [1, {"b": "\udc00"}]}}', "a[1].b", "2", "msg"),
+    (rb'{"seq": "\ud800", "cmd": "ping"}', "seq", "", "ping"),
+    (rb'["\ud800"]', "frame[0]", "", ""),
+]
+
+
+@pytest.mark.parametrize("raw,field,frame_seq,cmd", SURROGATE_FRAMES)
+def test_lone_surrogate_named(raw, field, frame_seq, cmd):
+    with pytest.raises(FrameError) as caught:
+        parse_request(raw)
+    assert caught.value.msg.startswith(f"invalid {field}: not valid UTF-8")
+    assert (caught.value.frame_seq, caught.value.cmd) == (frame_seq, cmd)
+
+
+def test_nan_frame_is_not_json():
+    with pytest.raises(FrameError, match="not JSON"):
+        parse_request(b'{"seq": "1", "cmd": "msg", "data": {"n": NaN}}')
+
+
 # Every REST route, against the running suite
 
 

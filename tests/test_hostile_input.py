@@ -182,6 +182,12 @@ async def test_bad_frames_leave_others_untouched(cluster, acme):
         reply = await error_reply(u1)
         assert (reply["seq"], reply["response"]["code"]) == ("s6", 1001)
 
+        # Half a surrogate pair is valid JSON, but UTF-8 cannot encode it.
+        await u1.ws.send('{"seq": "s7", "cmd": "msg", "data": {"to": "u2", "message": "a\\ud800"}}')
+        reply = await error_reply(u1)
+        assert (reply["seq"], reply["cmd"], reply["response"]["code"]) == ("s7", "msg", 1001)
+        assert "invalid message" in reply["response"]["codeMsg"]
+
         # u1 is still usable.
         assert await u1.request("ping") == "pong"
         sent = await u1.send("u4", "after the bad frames")
@@ -512,6 +518,8 @@ BODY_CASES = [
     (b"{not json", "application/json", ["body", "JSON"]),
     (b'["userId"]', "application/json", ["body", "object"]),
     (b'{"userId": "\\ud800"}', "application/json", ["userId", "UTF-8"]),
+    (b'{"userId": "u1", "extra": [{"x": "\\udc00"}]}', "application/json", ["extra[0].x"]),
+    (b'{"userId": NaN}', "application/json", ["body", "JSON"]),
     (b"\xff\xfe", "application/json", ["body"]),
 ]
 

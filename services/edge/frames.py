@@ -7,10 +7,12 @@ here does I/O, so the codec is tested without sockets.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
 
+from prim import ids
 from prim.errors import Code, PrimError
 
 _decoder = msgspec.json.Decoder()
@@ -46,13 +48,12 @@ def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
     try:
         frame = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
-        raise FrameError(Code.INVALID_PARAMETER, "invalid frame: not JSON") from None
+        raise _decode_error(raw) from None
     if not isinstance(frame, dict):
         raise FrameError(
             Code.INVALID_PARAMETER, f"invalid frame: expected a JSON object, got {type(frame).__name__}"
         )
     frame_seq = frame.get("seq", "")
-    readable_seq = frame_seq if isinstance(frame_seq, str) else ""
     cmd = frame.get("cmd")
     readable_cmd = cmd if isinstance(cmd, str) else ""
     if not isinstance(frame_seq, str):
@@ -69,6 +70,49 @@ def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
             Code.INVALID_PARAMETER, f"invalid data {data!r}: must be an object", frame_seq, cmd
         )
     return frame_seq, cmd, data
+
+
+def _decode_error(raw: str | bytes) -> FrameError:
+    """Name the field, and echo seq and cmd, when a frame is only invalid for a lone surrogate."""
+    found = find_lone_surrogate(raw, "frame")
+    if found is None:
+        return FrameError(Code.INVALID_PARAMETER, "invalid frame: not JSON")
+    frame, field = found
+    frame_seq = cmd = ""
+    if isinstance(frame, dict):
+        frame_seq, cmd = _readable(frame.get("seq")), _readable(frame.get("cmd"))
+        data = frame.get("data")
+        if isinstance(data, dict):
+            field = ids.lone_surrogate_field(data) or field
+    message = f"invalid {field}: not valid UTF-8 (lone surrogate escape)"
+    return FrameError(Code.INVALID_PARAMETER, message, frame_seq, cmd)
+
+
+def find_lone_surrogate(raw: str | bytes, name: str) -> tuple[Any, str] | None:
+    """Return the document and the path of its lone surrogate, when msgspec rejected only that.
+
+    Python's json module reads such escapes. It also reads NaN and Infinity,
+    which are rejected here as msgspec rejects them. ``name`` is the path of a
+    document that is not an object. Return None for a document that is not
+    JSON or contains no lone surrogate.
+    """
+    try:
+        document = json.loads(raw, parse_constant=_reject)
+    except ValueError:
+        return None
+    field = ids.lone_surrogate_field(document, "" if isinstance(document, dict) else name)
+    return None if field is None else (document, field)
+
+
+def _reject(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _readable(value: object) -> str:
+    """Return ``value`` when it is a string that a reply can echo, else an empty string."""
+    if isinstance(value, str) and ids.lone_surrogate_field(value) is None:
+        return value
+    return ""
 
 
 def encode_reply(frame_seq: str, cmd: str, code: int, data: Any = None, code_msg: str | None = None) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from prim.errors import Code, PrimError, invalid
 from prim.messages import message_from_proto
 from prim.pb import auth_pb2, common_pb2, presence_pb2, router_pb2
 
-from .frames import user_dict
+from .frames import find_lone_surrogate, user_dict
 from .node import EdgeNode
 
 log = logging.getLogger("prim.edge.rest")
@@ -73,21 +72,12 @@ async def read_body(request: Request) -> dict[str, Any]:
 
 def _body_error(body: bytes) -> PrimError:
     """Name the field when a JSON body is only invalid for a lone surrogate escape."""
-    try:
-        data = json.loads(body)
-    except ValueError:
+    found = find_lone_surrogate(body, "body")
+    if found is None:
         return PrimError(Code.INVALID_PARAMETER, "invalid body: not JSON or a form")
-    if isinstance(data, dict):
-        for field, value in data.items():
-            if isinstance(value, str):
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    return PrimError(
-                        Code.INVALID_PARAMETER,
-                        f"invalid {field}: not valid UTF-8 (lone surrogate escape)",
-                    )
-    return PrimError(Code.INVALID_PARAMETER, "invalid body: not valid UTF-8 JSON")
+    return PrimError(
+        Code.INVALID_PARAMETER, f"invalid {found[1]}: not valid UTF-8 (lone surrogate escape)"
+    )
 
 
 def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) -> str:
