@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -244,32 +245,58 @@ def repeats_table(results: dict) -> str:
         system = results["systems"][name]
         latency_runs = (system.get("latency") or {}).get("runs") or []
         p99s = [number(((run.get("latency_ms") or {}).get("p99")), 1) for run in latency_runs]
+        sent_p99s = [
+            number(((run.get("latency_from_send_ms") or {}).get("p99")), 1) for run in latency_runs
+        ]
         storm_runs = (system.get("storm") or {}).get("runs") or []
         storms = [number(run.get("connects_per_second")) for run in storm_runs]
-        rows.append([name, ", ".join(p99s) or "n/a", ", ".join(storms) or "n/a"])
-    return table(["system", "p99 at 1,000 msg/s, ms, each run", "connect storm, connects/s, each run"], rows)
+        rows.append(
+            [
+                name,
+                ", ".join(p99s) or "n/a",
+                ", ".join(sent_p99s) or "n/a",
+                ", ".join(storms) or "n/a",
+            ]
+        )
+    header = [
+        "system",
+        "p99 at 1,000 msg/s, ms, each run",
+        "the same from the actual send",
+        "connect storm, connects/s, each run",
+    ]
+    return table(header, rows)
 
 
 def round_ratios(results: dict) -> str:
-    """Return a sentence of prim's p99 over the best peer's in each round, or "" when either has none."""
+    """Return prim's p99 over the best peer's in each round, in sentences ("" without both).
+
+    The second sentence counts from the actual send, when the runs have it.
+    """
     peer, _ = best_peer(results, "latency", ("latency_ms", "p99"), lowest=True)
     if peer is None:
         return ""
 
-    def p99_by_round(name: str) -> dict[int, float]:
+    def p99_by_round(name: str, key: str) -> dict[int, float]:
         runs = (results["systems"].get(name, {}).get("latency") or {}).get("runs") or []
         return {
-            run["round"]: run["latency_ms"]["p99"]
+            run["round"]: run[key]["p99"]
             for run in runs
-            if "round" in run and (run.get("latency_ms") or {}).get("p99")
+            if "round" in run and (run.get(key) or {}).get("p99")
         }
 
-    prim, other = p99_by_round("prim"), p99_by_round(peer)
-    ratios = [(r, prim[r] / other[r]) for r in sorted(prim) if r in other]
-    if not ratios:
-        return ""
-    listed = ", ".join(f"round {r}: {ratio:.2f}×" for r, ratio in ratios)
-    return f"prim's p99 over {peer}'s in each round where both measured one: {listed}."
+    sentences = []
+    for key, suffix in (("latency_ms", ""), ("latency_from_send_ms", " from the actual send")):
+        prim, other = p99_by_round("prim", key), p99_by_round(peer, key)
+        ratios = [(r, prim[r] / other[r]) for r in sorted(prim) if r in other]
+        if not ratios:
+            continue
+        listed = ", ".join(f"round {r}: {ratio:.2f}×" for r, ratio in ratios)
+        median = statistics.median(prim.values()) / statistics.median(other.values())
+        sentences.append(
+            f"prim's p99{suffix} over {peer}'s in each round where both measured one: "
+            f"{listed}. Median over median: {median:.2f}×."
+        )
+    return "\n\n".join(sentences)
 
 
 HOP_SHAPES = {
@@ -563,6 +590,32 @@ What keeps prim from the targets it misses, as measured while building it:
     the rest of the distance is the work each message takes in the two
     edges: reading and checking the frame, the lookup, the gRPC write and
     read, and the WebSocket write.
+  - Measured on 2026-12-05 (AMD EPYC host) with temporary patches, not kept
+    in the code:
+    - Each message's payload was stamped when it reached the sending
+      server's handler, in prim's edge and in python-socketio's server.
+      From there to the receiving client, prim's median was 0.61-0.69 ms
+      in six rounds, python-socketio's 0.44-0.53 ms, and the p99s were
+      1.45-1.94 ms and 1.12-1.93 ms. So prim's path through its two edges
+      is about 0.15 ms longer at the median.
+    - At 1,000 msg/s the sending edge used 42% of a core and the receiving
+      edge 23%, against 30% and 17% for python-socketio's two servers and
+      5% for their Redis.
+    - py-spy on the receiving edge at that rate: prim's own Python code
+      took about 10% of the samples. The event loop's own frame took 57%,
+      which includes gRPC's Cython code that hands each finished stream
+      operation to the loop. gRPC's poller thread took 28%.
+  - Tried and dropped: gRPC's EventEngine turned off for socket I/O, with
+    the experiments `-event_engine_client`, `-event_engine_listener` and
+    `-event_engine_for_all_other_endpoints` in `GRPC_EXPERIMENTS`, set
+    before grpc is imported. At 1,000 msg/s the sending edge then
+    used 36% of a core and the receiving edge 18%, and the median from the
+    handler to the receiving client fell to 0.49-0.58 ms. But broadcasts
+    stalled. In 7 of 8 broadcast runs with all three off, or with only the
+    client or only the listener part off, the sender saw no delivery for
+    2 s at least once, and 4 of those runs delivered 2,400 deliveries/s
+    instead of 42,700-48,800. The two runs with gRPC's defaults in the same
+    stretch never stalled.
   - A message through the router (a stored one, or an online-only one
     within `PRIM_LIVE_ORDER_GUARD_SECONDS` of one) crosses two hops, and a
     stored one also waits for its MongoDB commit.
@@ -658,6 +711,15 @@ are not expected. *Server drops* are the drop counters the peers report.
    95 % of that rate is marked overloaded: its latency then measures its
    backlog. prim runs with `"persist": false` (live) and with stored messages
    (stored).
+   - uvloop's timers tick in milliseconds, and every message of a run is due
+     at the same offset within a millisecond. So the sends of one run are
+     late, or early, by about the same amount, and that amount differs from
+     run to run: on 2026-12-05 the median time from the due time to the
+     server's handler ranged from 0 to 0.6 ms between runs, for prim and
+     python-socketio alike. Each run therefore also records the latency
+     from the moment each message was handed to its client ("from the actual
+     send" under "Repeated runs"), which leaves that offset out. The target
+     still uses the scheduled time.
 2. **Idle connections.** {plan["idle_connections"]:,} clients connect and log in
    to server 1 (prim: edge 1 with a token each) and stay idle. The figure is
    the RSS growth of that server process divided by the connections, read 2 s

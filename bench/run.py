@@ -355,7 +355,15 @@ def storm(system: System, plan: Plan) -> dict:
 
 # Fields of each latency run kept in the median run's "runs" list.
 LATENCY_RUN_KEYS = (
-    "round", "error", "latency_ms", "lost", "duplicated", "reordered", "misrouted", "server_drops"
+    "round",
+    "error",
+    "latency_ms",
+    "latency_from_send_ms",
+    "lost",
+    "duplicated",
+    "reordered",
+    "misrouted",
+    "server_drops",
 )
 # Counters summed over all runs, so a loss in any run is reported.
 SUMMED_KEYS = ("sent", "received", "rejected", "lost", "duplicated", "reordered", "misrouted", "failed")

@@ -4,7 +4,9 @@ A payload is ``STREAM|N|T|padding``. STREAM is a sender/receiver pair, or
 ``b`` for broadcasts, and N the sequence number of the message in its stream,
 from 1. T is ``time.monotonic_ns()`` in the load generator when the message
 was sent or was due. Sender and receiver live in the same process, so T and
-the receive time come from the same clock.
+the receive time come from the same clock. A pair's tracker also notes when
+each message was handed to the client, so a run at a fixed rate gives its
+latency from the due time and from the actual send.
 """
 
 from __future__ import annotations
@@ -55,11 +57,17 @@ class StreamTracker:
         self.window = (float("inf"), float("inf"))  # monotonic seconds of the measured window
         self.in_window = 0
         self.latencies_ns: list[int] = []
+        # Time each message was handed to the client, indexed by N - 1, and the
+        # latencies inside the window counted from it.
+        self.handed_ns: list[int] = []
+        self.from_send_ns: list[int] = []
         self.progress = asyncio.Event()
         self.stream = ""
 
     def payload(self, stream: int, n: int, sent_ns: int) -> str:
+        """Build message ``n``'s payload, stamped ``sent_ns``, and note the time it is sent."""
         self.stream = str(stream)
+        self.handed_ns.append(time.monotonic_ns())
         return make_payload(stream, n, sent_ns)
 
     def on_payload(self, payload: str, order: int | None = None) -> None:
@@ -80,6 +88,8 @@ class StreamTracker:
         if self.window[0] <= now_ns / 1e9 < self.window[1]:
             self.in_window += 1
             self.latencies_ns.append(now_ns - sent_ns)
+            if n <= len(self.handed_ns):
+                self.from_send_ns.append(now_ns - self.handed_ns[n - 1])
         self.progress.set()
 
 
