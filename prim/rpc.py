@@ -76,8 +76,11 @@ def channel_options(service: str) -> list[tuple[str, Any]]:
 
 
 SERVER_OPTIONS = [
-    # Accept the client keepalive pings above instead of answering GOAWAY.
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    # Accept the clients' keepalive pings (every 20 s, see channel_options)
+    # while no data flows. gRPC's default minimum is 5 minutes: a server
+    # sends GOAWAY "too_many_pings" for pings that come sooner, which ends
+    # the connection's stream calls.
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     # Make clients reconnect now and then, so replicas added by an autoscaler
     # get a share of long-lived channels.
     ("grpc.max_connection_age_ms", 300_000),
