@@ -589,6 +589,12 @@ What keeps prim from the targets it misses, as measured while building it:
   1.34×. Single rounds ranged from 0.7× to 1.9×, so one run's ratio is a
   weak measure. prim's p50 per round fell from 0.7-1.1 ms to mostly
   0.5-0.7 ms, where python-socketio's is 0.45-0.6 ms.
+  - Later that day, `make bench` (30 s rounds, 14:23-14:45 UTC) gave
+    prim 3.1, 2.4 and 2.3 ms against python-socketio's 2.9, 3.2 and 3.4:
+    0.77× median over median, and 0.75× from the actual send. Two quick
+    runs gave 1.11× and 1.15×, and a latency-only run with the warm-up
+    round 1.05×. So prim's p99 is at python-socketio's within this host's
+    noise, and whether a run meets the target depends on the run.
   - "Transport floor" below measures the paths alone, with no messaging
     code. One gRPC stream hop costs about what a Redis publish does. So
     the rest of the distance is the work each message takes in the two
@@ -665,6 +671,14 @@ What keeps prim from the targets it misses, as measured while building it:
     documents per message stay below 0.7× of the plain rate, which counts
     one document each. So that target is out of reach for per-user
     timelines on this server.
+  - In the `make bench` run above, the stand-in slowed down after the
+    stored scenario had written 45,512 messages in 35 s. Right after, it
+    took 41 documents/s with insert_one and 2,865 with insert_many, and
+    prim's stored profile run delivered 592 msg/s. Quick runs write less
+    than half as much, and the stand-in then keeps most of its speed: in a
+    separate check it took 12,031 documents/s with insert_many after
+    150,000 plain documents, against 17,694 when empty. So the Mongo rows
+    of a full run are no yardstick.
   - Tried and reverted: the timeline position (tenant, user, seq) as each
     document's `_id`, in place of the unique index on those fields. In
     alternated runs prim's stored rate rose from 1,812 and 1,820 to 2,636
