@@ -73,7 +73,11 @@ def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
 
 
 def _decode_error(raw: str | bytes) -> FrameError:
-    """Name the field, and echo seq and cmd, when a frame is only invalid for a lone surrogate."""
+    """Build the error for a frame msgspec could not decode.
+
+    When a lone surrogate is the only fault, the error names its field and
+    echoes the frame's seq and cmd.
+    """
     found = find_lone_surrogate(raw, "frame")
     if found is None:
         return FrameError(Code.INVALID_PARAMETER, "invalid frame: not JSON")
