@@ -621,11 +621,11 @@ What keeps prim from the targets it misses, as measured while building it:
     before grpc is imported. At 1,000 msg/s the sending edge then
     used 36% of a core and the receiving edge 18%, and the median from the
     handler to the receiving client fell to 0.49-0.58 ms. But broadcasts
-    stalled. In 7 of 8 broadcast runs with all three off, or with only the
-    client or only the listener part off, the sender saw no delivery for
-    2 s at least once, and 4 of those runs delivered 2,400 deliveries/s
-    instead of 42,700-48,800. The two runs with gRPC's defaults in the same
-    stretch never stalled.
+    stalled. Eight broadcast runs had all three off, or only the client or
+    only the listener part. In 7 of them the sender saw no delivery for 2 s
+    at least once. 4 of those delivered 2,400 deliveries/s instead of
+    42,700-48,800. The two runs with gRPC's defaults in the same stretch
+    never stalled.
   - A message through the router (a stored one, or an online-only one
     within `PRIM_LIVE_ORDER_GUARD_SECONDS` of one) crosses two hops, and a
     stored one also waits for its MongoDB commit.
@@ -732,7 +732,7 @@ are not expected. *Server drops* are the drop counters the peers report.
    - uvloop's timers tick in milliseconds, and every message of a run is due
      at the same offset within a millisecond. So the sends of one run are
      late, or early, by about the same amount, and that amount differs from
-     run to run: on 2026-12-05 the median time from the due time to the
+     run to run. On 2026-12-05 the median time from the due time to the
      server's handler ranged from 0 to 0.6 ms between runs, for prim and
      python-socketio alike. Each run therefore also records the latency
      from the moment each message was handed to its client ("from the actual

@@ -109,7 +109,8 @@ def test_lone_surrogate_named(raw, field, frame_seq, cmd):
     with pytest.raises(FrameError) as caught:
         parse_request(raw)
     assert caught.value.msg.startswith(f"invalid {field}: not valid UTF-8")
-    assert (caught.value.frame_seq, caught.value.cmd) == (frame_seq, cmd)
+    assert caught.value.frame_seq == frame_seq
+    assert caught.value.cmd == cmd
 
 
 def test_nan_frame_is_not_json():

@@ -1,4 +1,4 @@
-"""gRPC channel and server options: every name is one gRPC reads, and servers accept clients' pings.
+"""gRPC channel and server options: gRPC reads every name, and servers accept clients' pings.
 
 gRPC ignores an option whose name it does not recognize, so a misspelt
 name leaves gRPC's default in place without any error.
