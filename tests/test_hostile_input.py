@@ -212,6 +212,11 @@ FRAME_CASES = [
     ({"to": "u2", "message": "x", "msgContType": 3}, 1001, ["msgContType", "3"]),
     ({"to": "u2", "message": "x", "persist": "yes"}, 1001, ["persist", "yes"]),
     ({"to": "u2", "message": "x", "clientMsgId": "c" * 200}, 1001, ["clientMsgId"]),
+    # The same empty values as in REST_CASES get the same codes.
+    ({"to": "", "message": "x"}, 1002, ["to", "''"]),
+    ({"message": "x"}, 1002, ["to"]),
+    ({"to": "u2", "message": "x", "msgType": ""}, 1001, ["msgType", "''"]),
+    ({"to": "u2", "message": "x", "msgContType": ""}, 1001, ["msgContType", "''"]),
 ]
 
 SYNC_CASES = [
@@ -391,7 +396,7 @@ REST_CASES = [
         1001,
         ["appPlatform", "fax"],
     ),
-    ("POST", "/sysClient/exit", {}, 400, 1001, ["userId"]),
+    ("POST", "/sysClient/exit", {}, 400, 1002, ["userId"]),
     ("POST", "/sysClient/updateTokenVal", {}, 400, 1001, ["ttl"]),
     ("POST", "/sysClient/updateTokenVal", {"ttl": 9}, 400, 1001, ["ttl", "9"]),
     (
@@ -447,7 +452,36 @@ REST_CASES = [
     ("GET", "/user/list", {"page": 0}, 400, 1001, ["page", "0"]),
     ("GET", "/user/list", {"size": 501}, 400, 1001, ["size", "501"]),
     ("GET", "/user/list", {"size": "many"}, 400, 1001, ["size", "many"]),
-    ("GET", "/msg/getMsg", {"userId": "u1"}, 400, 1001, ["peerId"]),
+    ("GET", "/msg/getMsg", {"userId": "u1"}, 400, 1002, ["peerId"]),
+    ("GET", "/msg/getMsg", {"userId": "u1", "peerId": ""}, 400, 1002, ["peerId", "''"]),
+    # An empty user id or choice is invalid, as in a WebSocket msg frame.
+    ("POST", "/msg/sendMsg", {"from": "u1", "to": "", "message": "x"}, 400, 1002, ["to", "''"]),
+    ("POST", "/msg/sendMsg", {"from": "u1", "message": "x"}, 400, 1002, ["missing to"]),
+    ("POST", "/msg/sendMsg", {"from": "", "to": "u2", "message": "x"}, 400, 1002, ["from", "''"]),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "msgType": ""},
+        400,
+        1001,
+        ["msgType", "''"],
+    ),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "msgContType": ""},
+        400,
+        1001,
+        ["msgContType", "''"],
+    ),
+    (
+        "POST",
+        "/sysClient/getToken",
+        {"userId": "u1", "appPlatform": ""},
+        400,
+        1001,
+        ["appPlatform", "''"],
+    ),
     (
         "GET",
         "/msg/getMsg",

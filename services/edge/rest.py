@@ -123,6 +123,14 @@ def required(data: dict, field: str) -> Any:
     return value
 
 
+def required_user_id(data: dict, field: str) -> str:
+    """Return the user id in ``field``. A missing or invalid one, "" included, raises 1002."""
+    value = data.get(field)
+    if value is None:
+        raise PrimError(Code.INVALID_USER_ID, f"missing {field}")
+    return ids.check_user_id(field, value)
+
+
 # Callers
 
 
@@ -226,8 +234,8 @@ async def list_sys_clients(request: Request) -> Response:
 async def get_token(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
-    user_id = ids.check_user_id("userId", required(data, "userId"))
-    platform = ids.check_choice("appPlatform", opt_str(data, "appPlatform", "web") or "web", ids.PLATFORMS)
+    user_id = required_user_id(data, "userId")
+    platform = ids.check_choice("appPlatform", opt_str(data, "appPlatform", "web"), ids.PLATFORMS)
     ttl = opt_int(data, "ttl")
     if ttl is not None:
         ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
@@ -251,7 +259,7 @@ async def get_token(request: Request) -> Response:
 async def exit_client(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
-    user_id = ids.check_user_id("userId", required(data, "userId"))
+    user_id = required_user_id(data, "userId")
     platform = opt_str(data, "appPlatform")
     if platform:
         ids.check_choice("appPlatform", platform, ids.PLATFORMS)
@@ -374,7 +382,7 @@ async def user_list(request: Request) -> Response:
 async def user_online(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
-    user_id = ids.check_user_id("userId", required(data, "userId"))
+    user_id = required_user_id(data, "userId")
     node: EdgeNode = request.app.state.node
     reply = await node.presence.call(
         "ListConnections",
@@ -398,12 +406,12 @@ async def send_msg(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
     node: EdgeNode = request.app.state.node
-    sender_id = ids.check_user_id("from", required(data, "from"))
+    sender_id = required_user_id(data, "from")
     to_all = opt_bool(data, "all", False)
     message = ids.check_text("message", required(data, "message"), node.settings.max_message_bytes)
-    msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info") or "info", ids.MSG_TYPES)
+    msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info"), ids.MSG_TYPES)
     cont_type = ids.check_choice(
-        "msgContType", opt_str(data, "msgContType", "text") or "text", ids.MSG_CONT_TYPES
+        "msgContType", opt_str(data, "msgContType", "text"), ids.MSG_CONT_TYPES
     )
     client_msg_id = opt_str(data, "clientMsgId")
     if len(client_msg_id) > 128:
@@ -433,7 +441,7 @@ async def send_msg(request: Request) -> Response:
                 "delivered": reply.delivered,
             }
         )
-    to = ids.check_user_id("to", required(data, "to"))
+    to = required_user_id(data, "to")
     reply = await node.send_counted(
         router_pb2.SendRequest(
             tenant=tenant,
@@ -470,8 +478,8 @@ def _page(reply: common_pb2.MessagePage) -> Response:
 async def get_msg(request: Request) -> Response:
     tenant = await require_tenant(request)
     query = dict(request.query_params)
-    user_id = ids.check_user_id("userId", required(query, "userId"))
-    peer_id = ids.check_user_id("peerId", required(query, "peerId"))
+    user_id = required_user_id(query, "userId")
+    peer_id = required_user_id(query, "peerId")
     node: EdgeNode = request.app.state.node
     reply = await node.router.call(
         "History",
