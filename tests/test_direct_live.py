@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -118,6 +119,23 @@ async def test_online_only_needs_no_router(suite, acme, router_down):
         await no_push(u2)
     finally:
         await close_all(u1, u1_phone, u2, u3)
+
+
+async def test_edge_logs_direct_path_as_edge(suite, acme, router_down):
+    u1 = await connect_user(suite, acme, "u1", A)
+    u2 = await connect_user(suite, acme, "u2", B)
+    try:
+        await u1.send("u2", "typing", persist=False)
+        await next_msg(u2)
+    finally:
+        await close_all(u1, u2)
+    for edge in ("edge1", "edge2"):
+        lines = suite.processes[edge].log_path.read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        loggers = {record["logger"] for record in records}
+        assert not [name for name in loggers if name.startswith("prim.router")], loggers
+        located = [r for r in records if r["event"] == "locating recipients in presence's Redis"]
+        assert [r["logger"] for r in located] == ["prim.edge.direct"]
 
 
 async def test_guard_with_hung_router(suite, acme):

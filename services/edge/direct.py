@@ -69,6 +69,7 @@ class _Nodes(EdgeNodes):
             settings.service_token,
             settings.edge_deadline_seconds,
             settings.node_cache_seconds,
+            logger=log,
         )
         self.hub = hub
         self.node_id = node_id
@@ -93,8 +94,8 @@ class DirectSender:
         self.confirm_wait = 4 * settings.grpc_deadline_seconds + settings.edge_deadline_seconds
         self.clock = clock
         self.nodes = _Nodes(hub, node_id, presence, settings)
-        self.locator = start_location_cache(settings)
-        self.dispatcher = Dispatcher(presence, self.nodes, self.locator)
+        self.locator = start_location_cache(settings, log)
+        self.dispatcher = Dispatcher(presence, self.nodes, self.locator, log)
         self.recent_ids = RecentIds()
         # clientMsgIds of online-only messages whose routed send failed. The
         # router may have pushed them anyway, so their resends go through it too.

@@ -32,7 +32,16 @@ log = logging.getLogger("prim.router.delivery")
 
 
 class EdgeNodes:
-    def __init__(self, presence: Peer, service_token: str, deadline: float, cache_seconds: float):
+    def __init__(
+        self,
+        presence: Peer,
+        service_token: str,
+        deadline: float,
+        cache_seconds: float,
+        logger: logging.Logger = log,
+    ):
+        # An edge that delivers online-only messages itself passes its own logger.
+        self.log = logger
         self.presence = presence
         self.service_token = service_token
         self.deadline = deadline
@@ -71,7 +80,7 @@ class EdgeNodes:
             if lane is not None:
                 await self._lanes.pop(node_id).close()
             await self._peers.pop(node_id).close()
-            log.info("closed the channel to a departed edge node", extra={"node_id": node_id})
+            self.log.info("closed the channel to a departed edge node", extra={"node_id": node_id})
 
     async def peer(self, node_id: str) -> Peer | None:
         addresses = await self.addresses()
@@ -132,16 +141,20 @@ class EdgeNodes:
         try:
             peer = await self.peer(node_id)
         except PrimError as exc:
-            log.warning("listing edge nodes failed", extra={"node_id": node_id, "error": exc.msg})
+            self.log.warning(
+                "listing edge nodes failed", extra={"node_id": node_id, "error": exc.msg}
+            )
             return None
         if peer is None:
-            log.warning("edge node not registered", extra={"node_id": node_id, "tenant": tenant})
+            self.log.warning(
+                "edge node not registered", extra={"node_id": node_id, "tenant": tenant}
+            )
             return None
         try:
             return await peer.call(method, request)
         except PrimError as exc:
             # The message is stored; the client recovers it with sync.
-            log.warning(
+            self.log.warning(
                 "delivery to edge failed",
                 extra={"node_id": node_id, "method": method, "tenant": tenant, "error": exc.msg},
             )
@@ -221,7 +234,7 @@ class NodeLane:
                         raise
                     self._fail(call, exc)  # the stream broke; _fail settles what waits
         except Exception:
-            log.exception("delivery to edge failed", extra={"node_id": self.node_id})
+            self.nodes.log.exception("delivery to edge failed", extra={"node_id": self.node_id})
             self._settle_waiting()
             self._drop_queued()
         finally:
@@ -236,15 +249,17 @@ class NodeLane:
         try:
             peer = await self.nodes.peer(self.node_id)
         except PrimError as exc:
-            log.warning("listing edge nodes failed", extra={"node_id": self.node_id, "error": exc.msg})
+            self.nodes.log.warning(
+                "listing edge nodes failed", extra={"node_id": self.node_id, "error": exc.msg}
+            )
             return None
         if peer is None:
-            log.warning("edge node not registered", extra={"node_id": self.node_id})
+            self.nodes.log.warning("edge node not registered", extra={"node_id": self.node_id})
             return None
         call = peer.open_stream("DeliverStream")
         self._call = call
         self._reader = asyncio.create_task(self._read(call))
-        log.debug("delivery stream opened", extra={"node_id": self.node_id})
+        self.nodes.log.debug("delivery stream opened", extra={"node_id": self.node_id})
         return call
 
     async def _read(self, call) -> None:
@@ -300,9 +315,9 @@ class NodeLane:
         lost = sum(len(pushes) for entries in self._waiting for pushes, _, _ in entries)
         extra = {"node_id": self.node_id, "error": error, "pushes_unconfirmed": lost}
         if lost:
-            log.warning("delivery stream to edge failed", extra=extra)
+            self.nodes.log.warning("delivery stream to edge failed", extra=extra)
         else:
-            log.info("delivery stream to edge ended", extra=extra)
+            self.nodes.log.info("delivery stream to edge ended", extra=extra)
         call.cancel()
         self._settle_waiting()
         self._drop_queued()

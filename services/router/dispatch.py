@@ -56,7 +56,14 @@ class Locator(Protocol):
 class Dispatcher:
     """Deliveries of one router's messages, or of one edge's online-only ones, in submit order."""
 
-    def __init__(self, presence: Peer, nodes: EdgeNodes, locator: Locator | None = None):
+    def __init__(
+        self,
+        presence: Peer,
+        nodes: EdgeNodes,
+        locator: Locator | None = None,
+        logger: logging.Logger = log,
+    ):
+        self.log = logger
         self.presence = presence
         self.nodes = nodes
         # Reads presence's store directly when set; see PRIM_PRESENCE_REDIS_URL.
@@ -105,7 +112,9 @@ class Dispatcher:
                     with telemetry.batch_span("deliver messages", contexts):
                         await self._dispatch(items)
                 except Exception:
-                    log.exception("dispatching messages failed", extra={"messages": len(items)})
+                    self.log.exception(
+                        "dispatching messages failed", extra={"messages": len(items)}
+                    )
                     _settle(items, {})
                 except asyncio.CancelledError:
                     _settle(items, {})
@@ -164,7 +173,7 @@ class Dispatcher:
             except PrimError as exc:
                 # Ask presence for a while instead of failing on every round.
                 self._locator_retry_at = time.monotonic() + LOCATOR_RETRY_SECONDS
-                log.warning(
+                self.log.warning(
                     "reading presence's Redis failed; asking presence",
                     extra={"tenant": tenant, "error": exc.msg, "retry_in_seconds": LOCATOR_RETRY_SECONDS},
                 )
@@ -174,7 +183,9 @@ class Dispatcher:
             )
         except PrimError as exc:
             # Stored already: the recipients get these messages with sync.
-            log.warning("locating recipients failed", extra={"tenant": tenant, "error": exc.msg})
+            self.log.warning(
+                "locating recipients failed", extra={"tenant": tenant, "error": exc.msg}
+            )
             return tenant, []
         return tenant, list(reply.locations)
 

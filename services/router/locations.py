@@ -57,8 +57,14 @@ class LocationCache:
     """Users' live connections, read from presence's Redis and kept until they change."""
 
     def __init__(
-        self, store: RedisStore, *, max_users: int = MAX_USERS, max_age: float = MAX_AGE_SECONDS
+        self,
+        store: RedisStore,
+        *,
+        max_users: int = MAX_USERS,
+        max_age: float = MAX_AGE_SECONDS,
+        logger: logging.Logger = log,
     ):
+        self.log = logger
         self.store = store
         self.max_users = max_users
         self.max_age = max_age
@@ -153,7 +159,7 @@ class LocationCache:
         self._forget()
         self._following = True
         self._retry_in = RETRY_SECONDS[0]
-        log.info("following presence changes; caching locations")
+        self.log.info("following presence changes; caching locations")
 
     def _forget(self) -> None:
         self._epoch += 1
@@ -165,12 +171,12 @@ class LocationCache:
             try:
                 await self.store.follow_changes(self._subscribed, self._changed)
             except PrimError as exc:
-                log.warning(
+                self.log.warning(
                     "lost presence's change feed; reading every location from Redis",
                     extra={"error": exc.msg, "retry_in_seconds": self._retry_in},
                 )
             except Exception:
-                log.exception(
+                self.log.exception(
                     "following presence changes failed; reading every location from Redis",
                     extra={"retry_in_seconds": self._retry_in},
                 )
@@ -180,16 +186,16 @@ class LocationCache:
             self._retry_in = min(self._retry_in * 2, RETRY_SECONDS[1])
 
 
-def start_location_cache(settings: Settings) -> LocationCache | None:
+def start_location_cache(settings: Settings, logger: logging.Logger = log) -> LocationCache | None:
     """Build and start a cache of presence's Redis store, to locate users without calling presence.
 
     Return None when PRIM_PRESENCE_REDIS_URL is unset or memory://, which is
     presence's own in-process store that only presence reads.
     """
     if not settings.presence_redis_url or settings.presence_redis_url == MEMORY_URL:
-        log.info("locating recipients through presence")
+        logger.info("locating recipients through presence")
         return None
-    log.info(
+    logger.info(
         "locating recipients in presence's Redis",
         extra={"redis_url": redacted_url(settings.presence_redis_url)},
     )
@@ -199,7 +205,8 @@ def start_location_cache(settings: Settings) -> LocationCache | None:
             max_connections=64,
             timeout_seconds=settings.grpc_deadline_seconds,
             pool_wait_seconds=settings.grpc_deadline_seconds,
-        )
+        ),
+        logger=logger,
     )
     cache.start()
     return cache
