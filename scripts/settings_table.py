@@ -9,6 +9,9 @@ SERVICES = {"auth": AUTH, "presence": PRESENCE, "router": ROUTER, "edge": EDGE}
 
 
 def _shown(default: object) -> str:
+    if isinstance(default, bool):
+        # Shown as the environment variable spells it: true, not True.
+        default = str(default).lower()
     if isinstance(default, tuple):
         default = ",".join(default)
     return f"`{default}`" if default not in ("", None) else "(empty)"
@@ -20,6 +23,7 @@ def rows() -> list[str]:
     for service, specs in SERVICES.items():
         for spec in specs:
             defaults.setdefault(spec.env, {})[service] = _shown(spec.default)
+            # A setting that several services share gets the first service's description.
             helps.setdefault(spec.env, spec.help)
     lines = ["| variable | services | default | meaning |", "|---|---|---|---|"]
     for env, per_service in defaults.items():

@@ -24,6 +24,14 @@ def test_readme_lists_settings(service):
     assert not missing, f"README lacks {missing}: paste `python scripts/settings_table.py`"
 
 
+def test_readme_settings_rows_current():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    script = ROOT / "scripts" / "settings_table.py"
+    table = subprocess.run([sys.executable, script], capture_output=True, text=True, check=True)
+    stale = [row for row in table.stdout.splitlines() if row not in readme]
+    assert not stale, f"README rows differ from `python scripts/settings_table.py`: {stale}"
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_help_lists_settings(service):
     script = Path(sys.executable).parent / f"prim-{service}"

@@ -19,9 +19,10 @@ SETTINGS = [
         "presence_redis_url",
         str,
         "",
-        "Presence's Redis (its PRIM_REDIS_URL), which the router reads directly to find "
-        "recipients' connections: one Redis round trip instead of a Locate call. "
-        "Empty or memory:// asks presence.",
+        "Presence's Redis (its PRIM_REDIS_URL). The router, and the edge for online-only "
+        "messages, read it directly to find recipients' connections: one Redis round trip "
+        "instead of a Locate call, and none while the cache, kept fresh by presence's change "
+        "channel, holds them. Empty or memory:// asks presence.",
         secret=True,
     ),
     Setting(
