@@ -454,7 +454,32 @@ REST_CASES = [
     ("GET", "/user/list", {"size": "many"}, 400, 1001, ["size", "many"]),
     ("GET", "/msg/getMsg", {"userId": "u1"}, 400, 1002, ["peerId"]),
     ("GET", "/msg/getMsg", {"userId": "u1", "peerId": ""}, 400, 1002, ["peerId", "''"]),
-    # An empty user id or choice is invalid, as in a WebSocket msg frame.
+    # An empty user id, choice or flag is invalid, as in a WebSocket msg frame.
+    ("POST", "/msg/sendMsg", {"from": "u1", "to": "u2"}, 400, 1001, ["missing message"]),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "persist": ""},
+        400,
+        1001,
+        ["persist", "''"],
+    ),
+    (
+        "POST",
+        "/sysClient/exit",
+        {"userId": "u1", "appPlatform": ""},
+        400,
+        1001,
+        ["appPlatform", "''"],
+    ),
+    (
+        "POST",
+        "/sysClient/updateSettings",
+        {"devicePolicy": ""},
+        400,
+        1001,
+        ["devicePolicy", "''"],
+    ),
     ("POST", "/msg/sendMsg", {"from": "u1", "to": "", "message": "x"}, 400, 1002, ["to", "''"]),
     ("POST", "/msg/sendMsg", {"from": "u1", "message": "x"}, 400, 1002, ["missing to"]),
     ("POST", "/msg/sendMsg", {"from": "", "to": "u2", "message": "x"}, 400, 1002, ["from", "''"]),
@@ -547,6 +572,29 @@ async def test_invalid_rest_field_named(cluster, acme, method, path, args, statu
         assert word in body["msg"], body["msg"]
     assert len(body["msg"]) < 400
     assert body["data"] is None
+
+
+@pytest.mark.integration
+async def test_null_and_empty_accepted_alike(cluster, acme):
+    """Send an empty message with null optional fields over WebSocket and REST; both accept it."""
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    u2 = await connect_user(cluster, acme, "u2", 1)
+    fields = {"message": "", "persist": False, "msgType": None, "msgContType": None}
+    try:
+        reply = await u1.request("msg", {"to": "u2", "clientMsgId": None, **fields})
+        pushed = await next_msg(u2)
+        assert pushed["msgId"] == reply["msgId"]
+        assert pushed["message"] == ""
+        assert pushed["msgType"] == "info"
+        response = await acme.http.post("/msg/sendMsg", json={"from": "u1", "to": "u2", **fields})
+        body = response.json()
+        assert body["code"] == 200, body
+        pushed = await next_msg(u2)
+        assert pushed["msgId"] == body["data"]["msgId"]
+        assert pushed["msgContType"] == "text"
+    finally:
+        await u1.close()
+        await u2.close()
 
 
 BODY_CASES = [

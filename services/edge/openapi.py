@@ -747,9 +747,8 @@ def msg_paths() -> Schema:
                         "Broadcast to every online connection of the tenant.", default=False
                     ),
                     "message": string(
-                        "Text. At most the edge's `max_message_bytes` of UTF-8 "
-                        "(65,536 by default), else 413 / 1011.",
-                        minLength=1,
+                        "Text, which may be empty. At most the edge's `max_message_bytes` of "
+                        "UTF-8 (65,536 by default), else 413 / 1011.",
                     ),
                     "msgType": string(enum=list(ids.MSG_TYPES), default="info"),
                     "msgContType": string(enum=list(ids.MSG_CONT_TYPES), default="text"),

@@ -107,7 +107,7 @@ def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
 
 def opt_bool(data: dict, field: str, default: bool) -> bool:
     value = data.get(field)
-    if value is None or value == "":
+    if value is None:
         return default
     if isinstance(value, bool):
         return value
@@ -124,7 +124,7 @@ def required(data: dict, field: str) -> Any:
 
 
 def required_user_id(data: dict, field: str) -> str:
-    """Return the user id in ``field``. A missing or invalid one, "" included, raises 1002."""
+    """Return the user id in ``field``. Raise 1002 when it is missing or invalid, "" included."""
     value = data.get(field)
     if value is None:
         raise PrimError(Code.INVALID_USER_ID, f"missing {field}")
@@ -261,7 +261,8 @@ async def exit_client(request: Request) -> Response:
     data = await read_body(request)
     user_id = required_user_id(data, "userId")
     platform = opt_str(data, "appPlatform")
-    if platform:
+    # Absent means every platform. An empty string is an invalid platform, not "every".
+    if data.get("appPlatform") is not None:
         ids.check_choice("appPlatform", platform, ids.PLATFORMS)
     node: EdgeNode = request.app.state.node
     revoked = await node.auth.call(
@@ -305,7 +306,7 @@ async def update_settings(request: Request) -> Response:
             "defaultTtl", default_ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS
         )
     policy = opt_str(data, "devicePolicy")
-    if policy:
+    if data.get("devicePolicy") is not None:
         update.device_policy = ids.check_choice("devicePolicy", policy, ids.DEVICE_POLICIES)
     max_devices = opt_int(data, "maxDevices")
     if max_devices is not None:
@@ -408,14 +409,17 @@ async def send_msg(request: Request) -> Response:
     node: EdgeNode = request.app.state.node
     sender_id = required_user_id(data, "from")
     to_all = opt_bool(data, "all", False)
-    message = ids.check_text("message", required(data, "message"), node.settings.max_message_bytes)
+    if data.get("message") is None:
+        raise PrimError(Code.INVALID_PARAMETER, "missing message")
+    # An empty message is valid, as in a msg frame: a typing indicator may carry no text.
+    message = ids.check_text("message", data["message"], node.settings.max_message_bytes)
     msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info"), ids.MSG_TYPES)
     cont_type = ids.check_choice(
         "msgContType", opt_str(data, "msgContType", "text"), ids.MSG_CONT_TYPES
     )
     client_msg_id = opt_str(data, "clientMsgId")
     if len(client_msg_id) > 128:
-        raise invalid("clientMsgId", client_msg_id[:16] + "...", "must be at most 128 characters")
+        raise invalid("clientMsgId", client_msg_id, "must be a string of at most 128 characters")
     persist = opt_bool(data, "persist", True)
     profile = await node.auth.call("GetProfile", auth_pb2.GetProfileRequest(tenant=tenant, user_id=sender_id))
     sender = common_pb2.Profile(user_id=sender_id, nickname=profile.nickname, avatar=profile.avatar)

@@ -40,6 +40,12 @@ OVERSIZED_WINDOW_SECONDS = 60.0
 CLOSE_TOO_BIG = 1009
 
 
+def _optional(data: dict, field: str, default: Any) -> Any:
+    """Return ``data[field]``, or ``default`` when the field is absent or null."""
+    value = data.get(field)
+    return default if value is None else value
+
+
 def _bool(field: str, value: Any, default: bool) -> bool:
     if value is None:
         return default
@@ -329,9 +335,12 @@ class Session:
         settings = self.node.settings
         to = ids.check_user_id("to", data.get("to"))
         message = ids.check_text("message", data.get("message"), settings.max_message_bytes)
-        msg_type = ids.check_choice("msgType", data.get("msgType", "info"), ids.MSG_TYPES)
-        cont_type = ids.check_choice("msgContType", data.get("msgContType", "text"), ids.MSG_CONT_TYPES)
-        client_msg_id = data.get("clientMsgId", "")
+        # null in an optional field means absent, as in a REST body.
+        msg_type = ids.check_choice("msgType", _optional(data, "msgType", "info"), ids.MSG_TYPES)
+        cont_type = ids.check_choice(
+            "msgContType", _optional(data, "msgContType", "text"), ids.MSG_CONT_TYPES
+        )
+        client_msg_id = _optional(data, "clientMsgId", "")
         if not isinstance(client_msg_id, str) or len(client_msg_id) > 128:
             raise invalid("clientMsgId", client_msg_id, "must be a string of at most 128 characters")
         persist = _bool("persist", data.get("persist"), True)
