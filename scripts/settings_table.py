@@ -19,19 +19,29 @@ def _shown(default: object) -> str:
 
 def rows() -> list[str]:
     defaults: dict[str, dict[str, str]] = {}
-    helps: dict[str, str] = {}
+    helps: dict[str, dict[str, str]] = {}
     for service, specs in SERVICES.items():
         for spec in specs:
             defaults.setdefault(spec.env, {})[service] = _shown(spec.default)
-            # A setting that several services share gets the first service's description.
-            helps.setdefault(spec.env, spec.help)
+            helps.setdefault(spec.env, {})[service] = spec.help
     lines = ["| variable | services | default | meaning |", "|---|---|---|---|"]
     for env, per_service in defaults.items():
         who = "all" if len(per_service) == len(SERVICES) else ", ".join(per_service)
-        values = set(per_service.values())
-        shown = values.pop() if len(values) == 1 else "; ".join(f"{s} {v}" for s, v in per_service.items())
-        lines.append(f"| `{env}` | {who} | {shown} | {helps[env]} |")
+        default = _per_service(per_service, "; ")
+        lines.append(f"| `{env}` | {who} | {default} | {_per_service(helps[env], ' ')} |")
     return lines
+
+
+def _per_service(values: dict[str, str], separator: str) -> str:
+    """Join one setting's values across services: one value, or each with its services named."""
+    services_by_value: dict[str, list[str]] = {}
+    for service, value in values.items():
+        services_by_value.setdefault(value, []).append(service)
+    if len(services_by_value) == 1:
+        return next(iter(services_by_value))
+    return separator.join(
+        f"{', '.join(services)}: {value}" for value, services in services_by_value.items()
+    )
 
 
 if __name__ == "__main__":

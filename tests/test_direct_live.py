@@ -138,6 +138,14 @@ async def test_edge_logs_direct_path_as_edge(suite, acme, router_down):
         assert [r["logger"] for r in located] == ["prim.edge.direct"]
 
 
+async def test_direct_parts_share_edge_logger():
+    settings = Settings(EDGE_SETTINGS, {})
+    presence = Peer("presence", "127.0.0.1:1", PresenceStub, "prim.v1.Presence")
+    sender = DirectSender(Hub(), "edge1", presence, settings)
+    assert sender.nodes.log.name == "prim.edge.direct"
+    assert sender.dispatcher.log.name == "prim.edge.direct"
+
+
 async def test_guard_with_hung_router(suite, acme):
     u1 = await connect_user(suite, acme, "u1", A)
     u2 = await connect_user(suite, acme, "u2", B)

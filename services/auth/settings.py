@@ -14,7 +14,7 @@ from .credentials import storage_uri
 
 SETTINGS: list[Setting] = [
     *COMMON,
-    Setting("listen", str, "127.0.0.1:50051", "gRPC listen address, host:port."),
+    Setting("listen", str, "127.0.0.1:50051", "gRPC listen address (host:port)."),
     METRICS_PORT,
     Setting(
         "mongo_url",

@@ -5,7 +5,12 @@ from prim.config import COMMON, Setting
 SETTINGS = [
     *COMMON,
     Setting("http_listen", str, "127.0.0.1:8089", "HTTP and WebSocket listen address (host:port)."),
-    Setting("listen", str, "127.0.0.1:50060", "gRPC listen address (host:port), dialled by the router."),
+    Setting(
+        "listen",
+        str,
+        "127.0.0.1:50060",
+        "gRPC listen address (host:port). The router and the other edges dial it.",
+    ),
     Setting("node_id", str, "", "Id of this edge node; empty uses host name and HTTP port."),
     Setting(
         "advertise_addr",

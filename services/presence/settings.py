@@ -6,7 +6,7 @@ from prim.config import COMMON, METRICS_PORT, Setting
 
 SETTINGS = [
     *COMMON,
-    Setting("listen", str, "127.0.0.1:50052", "Address of the gRPC server, host:port."),
+    Setting("listen", str, "127.0.0.1:50052", "gRPC listen address (host:port)."),
     METRICS_PORT,
     Setting(
         "redis_url",

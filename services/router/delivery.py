@@ -40,7 +40,7 @@ class EdgeNodes:
         cache_seconds: float,
         logger: logging.Logger = log,
     ):
-        # An edge that delivers online-only messages itself passes its own logger.
+        # The edge, which delivers its online-only messages without the router, passes its own.
         self.log = logger
         self.presence = presence
         self.service_token = service_token

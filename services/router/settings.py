@@ -6,8 +6,14 @@ SETTINGS = [
     *COMMON,
     Setting("listen", str, "127.0.0.1:50053", "gRPC listen address (host:port)."),
     METRICS_PORT,
-    Setting("mongo_url", str, "mongodb://127.0.0.1:27017/?directConnection=true", "MongoDB URL.", secret=True),
-    Setting("mongo_db", str, "prim", "MongoDB database name."),
+    Setting(
+        "mongo_url",
+        str,
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+        "MongoDB connection string.",
+        secret=True,
+    ),
+    Setting("mongo_db", str, "prim", "MongoDB database of the stored messages."),
     Setting(
         "mongo_write_concern",
         str,
