@@ -672,8 +672,9 @@ What keeps prim from the targets it misses, as measured while building it:
     one document each. So that target is out of reach for per-user
     timelines on this server.
   - In a `make bench` run on 2026-12-05 (14:23-14:45 UTC), the stand-in
-    slowed down after the stored scenario had written 45,512 messages in 35 s. Right after, it
-    took 41 documents/s with insert_one and 2,865 with insert_many, and
+    slowed down after the stored scenario had written 45,512 messages in
+    35 s. Right after, it took 41 documents/s with insert_one and 2,865
+    with insert_many, and
     prim's stored profile run delivered 592 msg/s. Quick runs write less
     than half as much, and the stand-in then keeps most of its speed: in a
     separate check it took 12,031 documents/s with insert_many after
