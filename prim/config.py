@@ -145,6 +145,14 @@ METRICS_PORT = Setting(
     0,
     "Port of the Prometheus /metrics HTTP server, on the host of PRIM_LISTEN; 0 disables it.",
 )
+# Shared by the two services that use MongoDB, auth and router.
+MONGO_URL = Setting(
+    "mongo_url",
+    str,
+    "mongodb://127.0.0.1:27017/?directConnection=true",
+    "MongoDB connection string.",
+    secret=True,
+)
 
 
 def help_text(service: str, specs: Iterable[Setting]) -> str:

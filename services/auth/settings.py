@@ -7,7 +7,7 @@ import urllib.parse
 import limits
 from limits.storage import SCHEMES
 
-from prim.config import COMMON, METRICS_PORT, PREFIX, ConfigError, Setting, Settings
+from prim.config import COMMON, METRICS_PORT, MONGO_URL, PREFIX, ConfigError, Setting, Settings
 from prim.ids import TTL_MAX_SECONDS, TTL_MIN_SECONDS
 
 from .credentials import storage_uri
@@ -16,13 +16,7 @@ SETTINGS: list[Setting] = [
     *COMMON,
     Setting("listen", str, "127.0.0.1:50051", "gRPC listen address (host:port)."),
     METRICS_PORT,
-    Setting(
-        "mongo_url",
-        str,
-        "mongodb://127.0.0.1:27017/?directConnection=true",
-        "MongoDB connection string.",
-        secret=True,
-    ),
+    MONGO_URL,
     Setting("mongo_db", str, "prim", "MongoDB database of the tenants, tokens and profiles."),
     Setting(
         "default_token_ttl_seconds",

@@ -1,18 +1,12 @@
 """Settings of the router service."""
 
-from prim.config import COMMON, METRICS_PORT, Setting
+from prim.config import COMMON, METRICS_PORT, MONGO_URL, Setting
 
 SETTINGS = [
     *COMMON,
     Setting("listen", str, "127.0.0.1:50053", "gRPC listen address (host:port)."),
     METRICS_PORT,
-    Setting(
-        "mongo_url",
-        str,
-        "mongodb://127.0.0.1:27017/?directConnection=true",
-        "MongoDB connection string.",
-        secret=True,
-    ),
+    MONGO_URL,
     Setting("mongo_db", str, "prim", "MongoDB database of the stored messages."),
     Setting(
         "mongo_write_concern",
