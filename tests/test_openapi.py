@@ -10,6 +10,7 @@ from starlette.routing import Route
 from prim.edge.app import ROUTES
 from prim.edge.frames import user_dict
 from prim.edge.openapi import SCHEMA
+from prim.edge.session import HANDLERS
 from prim.messages import wire_message
 from prim.pb import common_pb2
 
@@ -69,6 +70,12 @@ def test_websocket_and_docs_not_paths():
     assert "/docs" not in SCHEMA["paths"]
     assert "/docs/static" not in SCHEMA["paths"]
     assert "/acc" in SCHEMA["info"]["description"]
+
+
+def test_every_frame_command_documented():
+    description = SCHEMA["info"]["description"]
+    for cmd in HANDLERS:
+        assert f"| `{cmd}` |" in description, f"frame command {cmd} is not in the WebSocket table"
 
 
 @pytest.mark.parametrize(

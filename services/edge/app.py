@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
-import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,13 +24,18 @@ from .session import Session
 log = logging.getLogger("prim.edge.app")
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Swagger UI 5 from the swagger-ui-py package, which reads OpenAPI 3.1. The
+# package is only found, not imported: its Python part serves other frameworks.
+SWAGGER_DIR = Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"
 
 SWAGGER_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prim REST API</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", validatorUrl: null,
+  onComplete: () => { document.body.dataset.ready = "1"; }});</script>
 </body></html>
 """
 
@@ -107,7 +112,7 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"], include_in_schema=False),
-    Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"),
+    Mount("/docs/static", StaticFiles(directory=SWAGGER_DIR), name="swagger"),
     Route("/console", console_page, methods=["GET"], include_in_schema=False),
     Route("/demo", demo_page, methods=["GET"], include_in_schema=False),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

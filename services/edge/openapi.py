@@ -13,7 +13,7 @@ from typing import Any
 from prim import __version__, ids
 
 from .rest import HISTORY_LIMIT_MAX, LIST_SIZE_MAX, MAX_BODY_BYTES
-from .session import SYNC_LIMIT_MAX
+from .session import BROADCAST_SYNC_LIMIT_MAX, SYNC_LIMIT_MAX
 
 Schema = dict[str, Any]
 
@@ -914,6 +914,8 @@ Before login only `login` and `ping` are accepted.
 | `ping` | - | `"pong"` |
 | `msg` | `to`, `message`, optional `msgType`, `msgContType`, `clientMsgId`, `persist` | `msgId`, `seq`, `time` |
 | `sync` | `afterSeq` (0 for everything), optional `limit` (1-{SYNC_LIMIT_MAX}, default 100) | `messages`, `hasMore` |
+| `syncBroadcast` | `afterSeq` (the last `broadcastSeq` held, 0 for everything), optional `limit` \
+(1-{BROADCAST_SYNC_LIMIT_MAX}, default 50) | `messages`, `hasMore`: the tenant's stored broadcasts |
 | `exit` | - | none. The connection closes with code 1000. |
 
 Pushes have an empty `seq`: `msg` (a `Message`), `kick` (`{{"reason": "replaced" | "revoked" |
