@@ -104,6 +104,9 @@ def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAM
     A value longer than ``SHOWN_VALUE_MAX_CHARS`` is cut, so a large input
     does not come back whole in the reply and in the logs.
     """
+    if value is None:
+        # An absent field, or JSON null: Python's None would mean nothing to a client.
+        return PrimError(code, f"missing {field}")
     shown = repr(value)
     if len(shown) > SHOWN_VALUE_MAX_CHARS:
         shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"

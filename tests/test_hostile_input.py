@@ -207,20 +207,21 @@ FRAME_CASES = [
     # (data of a msg request, expected code, words the message must contain)
     ({"to": "a b", "message": "x"}, 1002, ["to", "'a b'"]),
     ({"to": "u2", "message": 7}, 1001, ["message", "7"]),
-    ({"to": "u2"}, 1001, ["message", "None"]),
+    ({"to": "u2"}, 1001, ["missing message"]),
+    ({"message": "x", "to": None}, 1002, ["missing to"]),
     ({"to": "u2", "message": "x", "msgType": "shout"}, 1001, ["msgType", "shout"]),
     ({"to": "u2", "message": "x", "msgContType": 3}, 1001, ["msgContType", "3"]),
     ({"to": "u2", "message": "x", "persist": "yes"}, 1001, ["persist", "yes"]),
     ({"to": "u2", "message": "x", "clientMsgId": "c" * 200}, 1001, ["clientMsgId"]),
     # The same empty values as in REST_CASES get the same codes.
     ({"to": "", "message": "x"}, 1002, ["to", "''"]),
-    ({"message": "x"}, 1002, ["to"]),
+    ({"message": "x"}, 1002, ["missing to"]),
     ({"to": "u2", "message": "x", "msgType": ""}, 1001, ["msgType", "''"]),
     ({"to": "u2", "message": "x", "msgContType": ""}, 1001, ["msgContType", "''"]),
 ]
 
 SYNC_CASES = [
-    ({}, 1001, ["afterSeq"]),
+    ({}, 1001, ["missing afterSeq", "0"]),
     ({"afterSeq": -1}, 1001, ["afterSeq", "-1"]),
     ({"afterSeq": "0"}, 1001, ["afterSeq", "'0'"]),
     ({"afterSeq": 0, "limit": 0}, 1001, ["limit", "0"]),
@@ -592,6 +593,8 @@ async def test_null_and_empty_accepted_alike(cluster, acme):
         pushed = await next_msg(u2)
         assert pushed["msgId"] == body["data"]["msgId"]
         assert pushed["msgContType"] == "text"
+        page = await u2.request("sync", {"afterSeq": 0, "limit": None})
+        assert page["hasMore"] is False
     finally:
         await u1.close()
         await u2.close()

@@ -56,7 +56,7 @@ def _bool(field: str, value: Any, default: bool) -> bool:
 
 def _after_seq(data: dict) -> int:
     if "afterSeq" not in data:
-        raise invalid("afterSeq", None, "is required (0 for everything)")
+        raise PrimError(Code.INVALID_PARAMETER, "missing afterSeq: send 0 for everything")
     after = data["afterSeq"]
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise invalid("afterSeq", after, "must be an integer of 0 or more")
@@ -359,7 +359,7 @@ class Session:
 
     async def cmd_sync(self, frame_seq: str, cmd: str, data: dict) -> None:
         after = _after_seq(data)
-        limit = ids.check_int("limit", data.get("limit", 100), 1, SYNC_LIMIT_MAX)
+        limit = ids.check_int("limit", _optional(data, "limit", 100), 1, SYNC_LIMIT_MAX)
         page = await self.node.router.call(
             "Sync",
             router_pb2.SyncRequest(
@@ -375,7 +375,7 @@ class Session:
     async def cmd_sync_broadcast(self, frame_seq: str, cmd: str, data: dict) -> None:
         """Reply with the tenant's stored broadcasts after ``afterSeq``, for a client that missed pushes."""
         after = _after_seq(data)
-        limit = ids.check_int("limit", data.get("limit", 50), 1, BROADCAST_SYNC_LIMIT_MAX)
+        limit = ids.check_int("limit", _optional(data, "limit", 50), 1, BROADCAST_SYNC_LIMIT_MAX)
         page = await self.node.router.call(
             "BroadcastHistory",
             router_pb2.BroadcastHistoryRequest(tenant=self.conn.tenant, after_seq=after, limit=limit),
