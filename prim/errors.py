@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 
 import grpc
+import orjson
 
 from prim import telemetry
 
@@ -98,6 +99,13 @@ class Unavailable(PrimError):
         self.grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
+def _json_text(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)
+
+
 def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAMETER) -> PrimError:
     """Build an invalid-parameter error whose message names the field and value.
 
@@ -107,7 +115,9 @@ def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAM
     if value is None:
         # An absent field, or JSON null: Python's None would mean nothing to a client.
         return PrimError(code, f"missing {field}")
-    shown = repr(value)
+    # Strings keep Python's quotes ('a b'). Other values are shown as JSON, so a
+    # client reads true, null and {"a": 1} as it sent them, not True or {'a': 1}.
+    shown = repr(value) if isinstance(value, str) else _json_text(value)
     if len(shown) > SHOWN_VALUE_MAX_CHARS:
         shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"
     return PrimError(code, f"invalid {field} {shown}: {why}")

@@ -10,6 +10,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 PLATFORMS = ("web", "android", "ios", "pc", "mini")
 MSG_TYPES = ("info", "sysMsg", "robot")
 MSG_CONT_TYPES = ("text", "emoj", "file", "picture", "audio", "video")
+# The largest seq a cursor may name: seqs travel as protobuf int64.
+SEQ_MAX = 2**63 - 1
 TTL_MIN_SECONDS = 10
 TTL_MAX_SECONDS = 30 * 24 * 3600
 PHONE_PATTERN = re.compile(r"\+?[0-9]{1,20}")

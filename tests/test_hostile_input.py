@@ -7,6 +7,7 @@ the rest run against the whole suite.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -226,6 +227,9 @@ SYNC_CASES = [
     ({"afterSeq": "0"}, 1001, ["afterSeq", "'0'"]),
     ({"afterSeq": 0, "limit": 0}, 1001, ["limit", "0"]),
     ({"afterSeq": 0, "limit": 501}, 1001, ["limit", "501"]),
+    # Past protobuf's int64: named, not a server error.
+    ({"afterSeq": 2**64}, 1001, ["afterSeq", str(2**64)]),
+    ({"afterSeq": 0, "limit": "5"}, 1001, ["limit", "'5'"]),
 ]
 
 
@@ -454,7 +458,43 @@ REST_CASES = [
     ("GET", "/user/list", {"size": 501}, 400, 1001, ["size", "501"]),
     ("GET", "/user/list", {"size": "many"}, 400, 1001, ["size", "many"]),
     ("GET", "/msg/getMsg", {"userId": "u1"}, 400, 1002, ["peerId"]),
-    ("GET", "/msg/getMsg", {"userId": "u1", "peerId": ""}, 400, 1002, ["peerId", "''"]),
+    # A blank query parameter is an absent one.
+    ("GET", "/msg/getMsg", {"userId": "u1", "peerId": ""}, 400, 1002, ["missing peerId"]),
+    # Seqs past protobuf's int64 are named, not a server error.
+    (
+        "GET",
+        "/msg/getMsg",
+        {"userId": "u1", "peerId": "u2", "afterSeq": "99999999999999999999"},
+        400,
+        1001,
+        ["afterSeq", "99999999999999999999"],
+    ),
+    ("GET", "/msg/getBroadcast", {"beforeSeq": 2**63}, 400, 1001, ["beforeSeq", str(2**63)]),
+    ("GET", "/user/list", {"page": "1_0"}, 400, 1001, ["page", "1_0"]),
+    # A JSON body is typed: a string is not a number or a flag, and "" is a value.
+    ("POST", "/sysClient/getToken", {"userId": True}, 400, 1002, ["userId true"]),
+    ("POST", "/sysClient/getToken", {"userId": "u1", "ttl": "3600"}, 400, 1001, ["ttl", "'3600'"]),
+    ("POST", "/sysClient/getToken", {"userId": "u1", "ttl": ""}, 400, 1001, ["ttl", "''"]),
+    ("POST", "/sysClient/updateTokenVal", {"ttl": ""}, 400, 1001, ["ttl", "''"]),
+    ("POST", "/sysClient/updateTokenVal", {"ttl": 60, "token": ""}, 400, 1001, ["token", "''"]),
+    ("POST", "/sysClient/updateSettings", {"maxDevices": ""}, 400, 1001, ["maxDevices", "''"]),
+    ("POST", "/sysClient/updateSettings", {"allowedOrigins": ""}, 400, 1001, ["allowedOrigins"]),
+    (
+        "POST",
+        "/sysClient/updateSettings",
+        {"allowedOrigins": {"a": 1}},
+        400,
+        1001,
+        ['{"a":1}'],
+    ),
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "persist": "false"},
+        400,
+        1001,
+        ["persist", "'false'"],
+    ),
     # An empty user id, choice or flag is invalid, as in a WebSocket msg frame.
     ("POST", "/msg/sendMsg", {"from": "u1", "to": "u2"}, 400, 1001, ["missing message"]),
     (
@@ -600,6 +640,48 @@ async def test_null_and_empty_accepted_alike(cluster, acme):
         await u2.close()
 
 
+@pytest.mark.integration
+async def test_form_fields_parsed_and_blank(cluster, acme):
+    """Send forms: their text parses as numbers and flags, and a blank field is absent."""
+    token = await acme.http.post(
+        "/sysClient/getToken", data={"userId": "u1", "ttl": "3600", "appPlatform": ""}
+    )
+    body = token.json()
+    assert body["code"] == 200, body
+    assert body["data"]["appPlatform"] == "web"
+    sent = await acme.http.post(
+        "/msg/sendMsg", data={"from": "u1", "to": "u2", "message": "x", "persist": "false"}
+    )
+    assert sent.json()["data"]["seq"] == 0
+    blank = await acme.http.post("/msg/sendMsg", data={"from": "u1", "to": "", "message": "x"})
+    assert blank.json()["msg"] == "missing to"
+
+
+@pytest.mark.integration
+async def test_empty_token_keeps_tenant_lifetime(cluster, acme):
+    before = (await acme.http.post("/sysClient/updateSettings", json={})).json()["data"]
+    response = await acme.http.post("/sysClient/updateTokenVal", json={"ttl": 20, "token": ""})
+    assert response.json()["code"] == 1001
+    after = (await acme.http.post("/sysClient/updateSettings", json={})).json()["data"]
+    assert after["defaultTtl"] == before["defaultTtl"]
+
+
+@pytest.mark.integration
+async def test_frame_nulls_and_types(cluster):
+    """Send frames with a null seq, no cmd and a mistyped login field."""
+    async with websockets.connect(ws_url(cluster, 0)) as ws:
+        await ws.send('{"seq": null, "cmd": "ping"}')
+        reply = json.loads(await ws.recv())
+        assert reply["response"]["data"] == "pong"
+        await ws.send('{"seq": "s1"}')
+        reply = json.loads(await ws.recv())
+        assert reply["response"]["codeMsg"] == "missing cmd"
+        await ws.send('{"seq": "s2", "cmd": "login", "data": {"token": "x", "deviceInfo": 5}}')
+        reply = json.loads(await ws.recv())
+        assert reply["response"]["code"] == 1001
+        assert "deviceInfo 5" in reply["response"]["codeMsg"]
+
+
 BODY_CASES = [
     # (raw body, content type, words in msg)
     (b"{not json", "application/json", ["body", "JSON"]),
@@ -657,6 +739,13 @@ async def test_create_tenant_errors_never_echo_password(cluster):
         assert (response.status_code, body["code"]) == (400, 1001)
         assert "phoneNum" in body["msg"]
         assert "call me" in body["msg"]
+        # In JSON an empty string is a value, checked like any other.
+        for field, body_fields in (
+            ("account", {"account": "", "password": "password-1"}),
+            ("phoneNum", {"account": unique("t"), "password": "password-1", "phoneNum": ""}),
+        ):
+            response = await operator.post("/sysClient/createSysClient", json=body_fields)
+            assert response.json()["msg"].startswith(f"invalid {field} ''")
 
 
 @pytest.mark.integration

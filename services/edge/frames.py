@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from prim import ids
-from prim.errors import Code, PrimError
+from prim.errors import Code, PrimError, invalid
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -53,22 +53,24 @@ def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
         raise FrameError(
             Code.INVALID_PARAMETER, f"invalid frame: expected a JSON object, got {type(frame).__name__}"
         )
-    frame_seq = frame.get("seq", "")
+    # A null seq is an absent one, as null is for every optional field.
+    frame_seq = frame.get("seq")
+    if frame_seq is None:
+        frame_seq = ""
     cmd = frame.get("cmd")
     readable_cmd = cmd if isinstance(cmd, str) else ""
     if not isinstance(frame_seq, str):
-        raise FrameError(
-            Code.INVALID_PARAMETER, f"invalid seq {frame_seq!r}: must be a string", "", readable_cmd
-        )
+        error = invalid("seq", frame_seq, "must be a string")
+        raise FrameError(error.code, error.msg, "", readable_cmd)
     if not isinstance(cmd, str):
-        raise FrameError(Code.INVALID_PARAMETER, f"invalid cmd {cmd!r}: must be a string", frame_seq)
+        error = invalid("cmd", cmd, "must be a string")
+        raise FrameError(error.code, error.msg, frame_seq)
     data = frame.get("data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise FrameError(
-            Code.INVALID_PARAMETER, f"invalid data {data!r}: must be an object", frame_seq, cmd
-        )
+        error = invalid("data", data, "must be an object")
+        raise FrameError(error.code, error.msg, frame_seq, cmd)
     return frame_seq, cmd, data
 
 

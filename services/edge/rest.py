@@ -6,6 +6,7 @@ import base64
 import binascii
 import hmac
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -48,6 +49,29 @@ def error_response(error: PrimError) -> Response:
 
 
 # Parsing
+#
+# A JSON body is typed: each field must have its JSON type, and an empty
+# string is a value. A form body or a query string holds only text, so
+# numbers and booleans are parsed from it, and an empty field is absent, as
+# an HTML form sends its blank inputs.
+
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
+
+
+class TextFields(dict):
+    """The fields of a form body or a query string, all of them text."""
+
+
+def query_fields(request: Request) -> TextFields:
+    return TextFields(request.query_params)
+
+
+def _given(data: dict, field: str) -> Any:
+    """Return the field's value, or None when it is absent, null, or blank text."""
+    value = data.get(field)
+    if value == "" and isinstance(data, TextFields):
+        return None
+    return value
 
 
 async def read_body(request: Request) -> dict[str, Any]:
@@ -58,7 +82,7 @@ async def read_body(request: Request) -> dict[str, Any]:
         raise PrimError(Code.TOO_LARGE, f"body too large: {len(body)} bytes, maximum {MAX_BODY_BYTES}")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = await request.form()
-        return {key: value for key, value in form.items() if isinstance(value, str)}
+        return TextFields((key, value) for key, value in form.items() if isinstance(value, str))
     if not body.strip():
         return {}
     try:
@@ -81,7 +105,7 @@ def _body_error(body: bytes) -> PrimError:
 
 
 def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) -> str:
-    value = data.get(field, default)
+    value = _given(data, field)
     if value is None:
         return default
     if not isinstance(value, str):
@@ -92,40 +116,40 @@ def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) 
 
 
 def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
-    value = data.get(field)
-    if value is None or value == "":
+    value = _given(data, field)
+    if value is None:
         return default
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            raise invalid(field, value, "must be an integer") from None
+    if isinstance(value, str) and isinstance(data, TextFields):
+        # Plain ASCII digits only: int() would also take "1_0" and other scripts' digits.
+        if not INTEGER_TEXT.fullmatch(value):
+            raise invalid(field, value, "must be an integer")
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, value, "must be an integer")
     return value
 
 
 def opt_bool(data: dict, field: str, default: bool) -> bool:
-    value = data.get(field)
+    value = _given(data, field)
     if value is None:
         return default
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-        return value.lower() in ("true", "1")
+    if isinstance(data, TextFields) and value in ("true", "1", "false", "0"):
+        return value in ("true", "1")
     raise invalid(field, value, "must be true or false")
 
 
 def required(data: dict, field: str) -> Any:
-    value = data.get(field)
-    if value is None or value == "":
+    value = _given(data, field)
+    if value is None:
         raise PrimError(Code.INVALID_PARAMETER, f"missing {field}")
     return value
 
 
 def required_user_id(data: dict, field: str) -> str:
     """Return the user id in ``field``. Raise 1002 when it is missing or invalid, "" included."""
-    value = data.get(field)
+    value = _given(data, field)
     if value is None:
         raise PrimError(Code.INVALID_USER_ID, f"missing {field}")
     return ids.check_user_id(field, value)
@@ -200,7 +224,7 @@ async def create_sys_client(request: Request) -> Response:
     if not 8 <= len(password) <= 128:
         raise PrimError(Code.INVALID_PARAMETER, "invalid password: must be 8-128 characters")
     phone = opt_str(data, "phoneNum")
-    if phone and not ids.PHONE_PATTERN.fullmatch(phone):
+    if _given(data, "phoneNum") is not None and not ids.PHONE_PATTERN.fullmatch(phone):
         raise invalid("phoneNum", phone, "must be up to 20 digits, optionally after a leading +")
     node: EdgeNode = request.app.state.node
     tenant = await node.auth.call(
@@ -212,7 +236,7 @@ async def create_sys_client(request: Request) -> Response:
 
 async def get_sys_client(request: Request) -> Response:
     own = None if is_operator(request) else await require_tenant(request)
-    account = ids.check_id("account", required(dict(request.query_params), "account"))
+    account = ids.check_id("account", required(query_fields(request), "account"))
     if own is not None:
         if own != account:
             raise PrimError(Code.NOT_FOUND, f"account {account!r} not found")
@@ -262,7 +286,7 @@ async def exit_client(request: Request) -> Response:
     user_id = required_user_id(data, "userId")
     platform = opt_str(data, "appPlatform")
     # Absent means every platform. An empty string is an invalid platform, not "every".
-    if data.get("appPlatform") is not None:
+    if _given(data, "appPlatform") is not None:
         ids.check_choice("appPlatform", platform, ids.PLATFORMS)
     node: EdgeNode = request.app.state.node
     revoked = await node.auth.call(
@@ -286,6 +310,11 @@ async def update_token_val(request: Request) -> Response:
         raise PrimError(Code.INVALID_PARAMETER, "missing ttl")
     ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
     token = opt_str(data, "token", secret=True)
+    if _given(data, "token") == "":
+        # Without a token the call changes the whole tenant's lifetime, so "" must not mean that.
+        raise PrimError(
+            Code.INVALID_PARAMETER, "invalid token '': leave it out to change the tenant's lifetime"
+        )
     node: EdgeNode = request.app.state.node
     reply = await node.auth.call(
         "UpdateTokenTtl", auth_pb2.UpdateTokenTtlRequest(tenant=tenant, ttl_seconds=ttl, token=token)
@@ -306,14 +335,16 @@ async def update_settings(request: Request) -> Response:
             "defaultTtl", default_ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS
         )
     policy = opt_str(data, "devicePolicy")
-    if data.get("devicePolicy") is not None:
+    if _given(data, "devicePolicy") is not None:
         update.device_policy = ids.check_choice("devicePolicy", policy, ids.DEVICE_POLICIES)
     max_devices = opt_int(data, "maxDevices")
     if max_devices is not None:
         update.max_devices = ids.check_int("maxDevices", max_devices, 1, ids.MAX_DEVICES_LIMIT)
+    # Not _given: in a form, a blank allowedOrigins clears the list, as documented.
     if data.get("allowedOrigins") is not None:
         update.set_allowed_origins = True
-        update.allowed_origins.extend(_origins(data["allowedOrigins"]))
+        origins = _origins(data["allowedOrigins"], isinstance(data, TextFields))
+        update.allowed_origins.extend(origins)
     node: EdgeNode = request.app.state.node
     reply = await node.auth.call("UpdateTenant", update)
     fields = [field for field in SETTINGS_FIELDS if data.get(field) is not None]
@@ -321,16 +352,15 @@ async def update_settings(request: Request) -> Response:
     return ok(settings_dict(reply))
 
 
-def _origins(value: Any) -> list[str]:
-    """Check ``allowedOrigins``: a list of origins, or one string of comma-separated origins."""
-    if isinstance(value, str):
+def _origins(value: Any, text: bool) -> list[str]:
+    """Check ``allowedOrigins``: a JSON list of origins, or in a form one comma-separated string."""
+    if text and isinstance(value, str):
         origins = [item.strip() for item in value.split(",") if item.strip()]
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         origins = value
     else:
-        shown_value = value if isinstance(value, (int, float, bool)) else type(value).__name__
         raise invalid(
-            "allowedOrigins", shown_value, "must be a list of origins such as https://app.example.com"
+            "allowedOrigins", value, "must be a list of origins such as https://app.example.com"
         )
     if len(origins) > ids.MAX_ORIGINS:
         raise invalid(
@@ -361,7 +391,7 @@ def settings_dict(tenant: auth_pb2.Tenant) -> dict[str, Any]:
 
 
 def _page_args(request: Request) -> tuple[int, int]:
-    query = dict(request.query_params)
+    query = query_fields(request)
     page = opt_int(query, "page", 1)
     size = opt_int(query, "size", 100)
     ids.check_int("page", page, 1, 1_000_000)
@@ -409,9 +439,10 @@ async def send_msg(request: Request) -> Response:
     node: EdgeNode = request.app.state.node
     sender_id = required_user_id(data, "from")
     to_all = opt_bool(data, "all", False)
-    if data.get("message") is None:
+    # An empty message in JSON is valid, as in a msg frame, because a typing indicator may
+    # carry no text.
+    if _given(data, "message") is None:
         raise PrimError(Code.INVALID_PARAMETER, "missing message")
-    # An empty message is valid, as in a msg frame: a typing indicator may carry no text.
     message = ids.check_text("message", data["message"], node.settings.max_message_bytes)
     msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info"), ids.MSG_TYPES)
     cont_type = ids.check_choice(
@@ -466,7 +497,7 @@ def _cursor_args(query: dict) -> dict[str, int]:
     for field, key in (("beforeSeq", "before_seq"), ("afterSeq", "after_seq")):
         value = opt_int(query, field)
         if value is not None:
-            cursors[key] = value
+            cursors[key] = ids.check_int(field, value, 0, ids.SEQ_MAX)
     if len(cursors) == 2:
         raise PrimError(Code.INVALID_PARAMETER, "invalid beforeSeq/afterSeq: set at most one of them")
     limit = opt_int(query, "limit", 50)
@@ -481,7 +512,7 @@ def _page(reply: common_pb2.MessagePage) -> Response:
 
 async def get_msg(request: Request) -> Response:
     tenant = await require_tenant(request)
-    query = dict(request.query_params)
+    query = query_fields(request)
     user_id = required_user_id(query, "userId")
     peer_id = required_user_id(query, "peerId")
     node: EdgeNode = request.app.state.node
@@ -497,7 +528,7 @@ async def get_broadcast(request: Request) -> Response:
     node: EdgeNode = request.app.state.node
     reply = await node.router.call(
         "BroadcastHistory",
-        router_pb2.BroadcastHistoryRequest(tenant=tenant, **_cursor_args(dict(request.query_params))),
+        router_pb2.BroadcastHistoryRequest(tenant=tenant, **_cursor_args(query_fields(request))),
     )
     return _page(reply)
 

@@ -57,10 +57,7 @@ def _bool(field: str, value: Any, default: bool) -> bool:
 def _after_seq(data: dict) -> int:
     if "afterSeq" not in data:
         raise PrimError(Code.INVALID_PARAMETER, "missing afterSeq: send 0 for everything")
-    after = data["afterSeq"]
-    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-        raise invalid("afterSeq", after, "must be an integer of 0 or more")
-    return after
+    return ids.check_int("afterSeq", data["afterSeq"], 0, ids.SEQ_MAX)
 
 
 def _error_frame(error: PrimError, frame_seq: str, cmd: str) -> bytes:
@@ -207,6 +204,9 @@ class Session:
     async def cmd_login(self, frame_seq: str, cmd: str, data: dict) -> None:
         if self.logged_in:
             raise PrimError(Code.OPERATION_FAILED, "already logged in on this connection")
+        for key in CLIENT_INFO_FIELDS:
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise invalid(key, data[key], "must be a string")
         token = data.get("token")
         if not isinstance(token, str) or not token:
             # A missing token is a bad token: reply 1003 and close with 4001.
