@@ -116,7 +116,8 @@ def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAM
         # An absent field, or JSON null: Python's None would mean nothing to a client.
         return PrimError(code, f"missing {field}")
     # Strings keep Python's quotes ('a b'). Other values are shown as JSON, so a
-    # client reads true, null and {"a": 1} as it sent them, not True or {'a': 1}.
+    # client reads true and {"a":1} as it sent them. A value orjson cannot encode,
+    # such as an integer past 64 bits inside a list, falls back to Python's repr.
     shown = repr(value) if isinstance(value, str) else _json_text(value)
     if len(shown) > SHOWN_VALUE_MAX_CHARS:
         shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"

@@ -229,6 +229,7 @@ SYNC_CASES = [
     ({"afterSeq": 0, "limit": 501}, 1001, ["limit", "501"]),
     # Past protobuf's int64: named, not a server error.
     ({"afterSeq": 2**64}, 1001, ["afterSeq", str(2**64)]),
+    ({"afterSeq": None}, 1001, ["missing afterSeq", "0"]),
     ({"afterSeq": 0, "limit": "5"}, 1001, ["limit", "'5'"]),
 ]
 
@@ -482,6 +483,15 @@ REST_CASES = [
     (
         "POST",
         "/sysClient/updateSettings",
+        {"allowedOrigins": "https://a.example"},
+        400,
+        1001,
+        ["allowedOrigins", "list"],
+    ),
+    ("GET", "/msg/getBroadcast", {"beforeSeq": 0}, 400, 1001, ["beforeSeq", "0"]),
+    (
+        "POST",
+        "/sysClient/updateSettings",
         {"allowedOrigins": {"a": 1}},
         400,
         1001,
@@ -617,7 +627,7 @@ async def test_invalid_rest_field_named(cluster, acme, method, path, args, statu
 
 @pytest.mark.integration
 async def test_null_and_empty_accepted_alike(cluster, acme):
-    """Send an empty message with null optional fields over WebSocket and REST; both accept it."""
+    """Send an empty message with null optional fields over WebSocket and REST, which accept it."""
     u1 = await connect_user(cluster, acme, "u1", 0)
     u2 = await connect_user(cluster, acme, "u2", 1)
     fields = {"message": "", "persist": False, "msgType": None, "msgContType": None}
@@ -627,7 +637,8 @@ async def test_null_and_empty_accepted_alike(cluster, acme):
         assert pushed["msgId"] == reply["msgId"]
         assert pushed["message"] == ""
         assert pushed["msgType"] == "info"
-        response = await acme.http.post("/msg/sendMsg", json={"from": "u1", "to": "u2", **fields})
+        rest_fields = {"from": "u1", "to": "u2", "clientMsgId": None, **fields}
+        response = await acme.http.post("/msg/sendMsg", json=rest_fields)
         body = response.json()
         assert body["code"] == 200, body
         pushed = await next_msg(u2)
@@ -650,9 +661,14 @@ async def test_form_fields_parsed_and_blank(cluster, acme):
     assert body["code"] == 200, body
     assert body["data"]["appPlatform"] == "web"
     sent = await acme.http.post(
-        "/msg/sendMsg", data={"from": "u1", "to": "u2", "message": "x", "persist": "false"}
+        "/msg/sendMsg", data={"from": "u1", "to": "u2", "message": "x", "persist": "False"}
     )
     assert sent.json()["data"]["seq"] == 0
+    origins = {"allowedOrigins": "https://a.example"}
+    listed = await acme.http.post("/sysClient/updateSettings", data=origins)
+    assert listed.json()["data"]["allowedOrigins"] == ["https://a.example"]
+    cleared = await acme.http.post("/sysClient/updateSettings", data={"allowedOrigins": ""})
+    assert cleared.json()["data"]["allowedOrigins"] == []
     blank = await acme.http.post("/msg/sendMsg", data={"from": "u1", "to": "", "message": "x"})
     assert blank.json()["msg"] == "missing to"
 

@@ -26,7 +26,10 @@ log = logging.getLogger("prim.edge.app")
 STATIC_DIR = Path(__file__).parent / "static"
 # Swagger UI 5 from the swagger-ui-py package, which reads OpenAPI 3.1. The
 # package is only found, not imported: its Python part serves other frameworks.
-SWAGGER_DIR = Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"
+_swagger = importlib.util.find_spec("swagger_ui")
+if _swagger is None:
+    raise ImportError("the swagger-ui-py package is missing: pip install swagger-ui-py")
+SWAGGER_DIR = Path(_swagger.submodule_search_locations[0]) / "static"
 
 SWAGGER_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prim REST API</title>

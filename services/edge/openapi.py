@@ -154,13 +154,19 @@ def ttl(description: str, **extra: Any) -> Schema:
 def history_cursors() -> list[Schema]:
     return [
         query(
-            "beforeSeq", integer("Return the newest `limit` messages before this seq.", minimum=1)
+            "beforeSeq",
+            integer(
+                "Return the newest `limit` messages before this seq.",
+                minimum=1,
+                maximum=ids.SEQ_MAX,
+            ),
         ),
         query(
             "afterSeq",
             integer(
                 "Return the oldest `limit` messages after this seq. Not together with `beforeSeq`.",
                 minimum=0,
+                maximum=ids.SEQ_MAX,
             ),
         ),
         query(
@@ -567,7 +573,10 @@ def sys_client_paths() -> Schema:
             object_schema(
                 {
                     "ttl": ttl("New lifetime."),
-                    "token": string("Token to change. Omit it to change the tenant default."),
+                    "token": string(
+                        "Token to change. Omit it (or leave it blank in a form) to change the "
+                        "tenant default. An empty string in JSON is rejected."
+                    ),
                 },
                 ["ttl"],
             )
@@ -600,7 +609,7 @@ def settings_operation() -> Schema:
         ),
         "oneOf": [
             {"type": "array", "items": origin, "maxItems": ids.MAX_ORIGINS},
-            string("Comma-separated origins; an empty string clears the list."),
+            string("In a form only: comma-separated origins. A blank field clears the list."),
         ],
     }
     policy = string(
@@ -909,7 +918,7 @@ Before login only `login` and `ping` are accepted.
 
 | cmd | data | reply data |
 |---|---|---|
-| `login` | `token` | the connection's `User` |
+| `login` | `token`, optional `deviceInfo`, `qua`, `address` (strings) | the connection's `User` |
 | `heartbeat` | - | `heartbeatTime`. Send it every 30 seconds. |
 | `ping` | - | `"pong"` |
 | `msg` | `to`, `message`, optional `msgType`, `msgContType`, `clientMsgId`, `persist` | `msgId`, `seq`, `time` |

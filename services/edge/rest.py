@@ -67,7 +67,7 @@ def query_fields(request: Request) -> TextFields:
 
 
 def _given(data: dict, field: str) -> Any:
-    """Return the field's value, or None when it is absent, null, or blank text."""
+    """Return the field's value, or None when it is absent, null, or a blank form or query field."""
     value = data.get(field)
     if value == "" and isinstance(data, TextFields):
         return None
@@ -135,8 +135,8 @@ def opt_bool(data: dict, field: str, default: bool) -> bool:
         return default
     if isinstance(value, bool):
         return value
-    if isinstance(data, TextFields) and value in ("true", "1", "false", "0"):
-        return value in ("true", "1")
+    if isinstance(data, TextFields) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
     raise invalid(field, value, "must be true or false")
 
 
@@ -347,7 +347,7 @@ async def update_settings(request: Request) -> Response:
         update.allowed_origins.extend(origins)
     node: EdgeNode = request.app.state.node
     reply = await node.auth.call("UpdateTenant", update)
-    fields = [field for field in SETTINGS_FIELDS if data.get(field) is not None]
+    fields = [field for field in SETTINGS_FIELDS if _given(data, field) is not None]
     log.info("tenant settings updated", extra={"account": tenant, "fields": fields})
     return ok(settings_dict(reply))
 
@@ -497,7 +497,9 @@ def _cursor_args(query: dict) -> dict[str, int]:
     for field, key in (("beforeSeq", "before_seq"), ("afterSeq", "after_seq")):
         value = opt_int(query, field)
         if value is not None:
-            cursors[key] = ids.check_int(field, value, 0, ids.SEQ_MAX)
+            # beforeSeq 0 would name no message, so it starts at 1.
+            lowest = 1 if field == "beforeSeq" else 0
+            cursors[key] = ids.check_int(field, value, lowest, ids.SEQ_MAX)
     if len(cursors) == 2:
         raise PrimError(Code.INVALID_PARAMETER, "invalid beforeSeq/afterSeq: set at most one of them")
     limit = opt_int(query, "limit", 50)

@@ -55,7 +55,7 @@ def _bool(field: str, value: Any, default: bool) -> bool:
 
 
 def _after_seq(data: dict) -> int:
-    if "afterSeq" not in data:
+    if data.get("afterSeq") is None:
         raise PrimError(Code.INVALID_PARAMETER, "missing afterSeq: send 0 for everything")
     return ids.check_int("afterSeq", data["afterSeq"], 0, ids.SEQ_MAX)
 
