@@ -59,6 +59,18 @@ async def docs(request: Request) -> Response:
     return HTMLResponse(SWAGGER_PAGE)
 
 
+# The two Swagger UI files the page loads. The package's folder also contains an
+# editor and a stock page that loads an example API from the internet.
+SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js")
+
+
+async def swagger_file(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in SWAGGER_FILES:
+        raise PrimError(Code.NOT_FOUND, f"{name!r} not found")
+    return FileResponse(SWAGGER_DIR / name)
+
+
 # Headers of the console and demo pages: scripts and styles from this edge only,
 # WebSockets to any edge node, and no framing, since the console acts with the
 # credentials typed into it.
@@ -115,7 +127,7 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"], include_in_schema=False),
-    Mount("/docs/static", StaticFiles(directory=SWAGGER_DIR), name="swagger"),
+    Route("/docs/static/{name}", swagger_file, methods=["GET"], include_in_schema=False),
     Route("/console", console_page, methods=["GET"], include_in_schema=False),
     Route("/demo", demo_page, methods=["GET"], include_in_schema=False),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

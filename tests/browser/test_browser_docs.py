@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from prim.edge.openapi import SCHEMA
@@ -28,3 +29,11 @@ async def test_docs_page_lists_operations(cluster, open_page):
         assert opened.errors == []
     finally:
         await opened.screenshot("docs")
+
+
+async def test_docs_static_serves_page_files_only(cluster):
+    async with httpx.AsyncClient(base_url=edge_url(cluster, 0)) as http:
+        bundle = await http.get("/docs/static/swagger-ui-bundle.js")
+        stock_page = await http.get("/docs/static/swagger-initializer.js")
+    assert bundle.status_code == 200
+    assert stock_page.status_code == 404
