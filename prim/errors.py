@@ -100,6 +100,7 @@ class Unavailable(PrimError):
 
 
 def _json_text(value: object) -> str:
+    """Return ``value`` as JSON text, or as its repr when orjson cannot encode it."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:
@@ -118,10 +119,10 @@ def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAM
     # Strings keep Python's quotes ('a b'). Other values are shown as JSON, so a
     # client reads true and {"a":1} as it sent them. A value orjson cannot encode,
     # such as an integer past 64 bits inside a list, falls back to Python's repr.
-    shown = repr(value) if isinstance(value, str) else _json_text(value)
-    if len(shown) > SHOWN_VALUE_MAX_CHARS:
-        shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"
-    return PrimError(code, f"invalid {field} {shown}: {why}")
+    value_text = repr(value) if isinstance(value, str) else _json_text(value)
+    if len(value_text) > SHOWN_VALUE_MAX_CHARS:
+        value_text = value_text[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(value_text)} characters)"
+    return PrimError(code, f"invalid {field} {value_text}: {why}")
 
 
 async def abort(context: grpc.aio.ServicerContext, error: PrimError) -> None:

@@ -60,18 +60,21 @@ def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
     cmd = frame.get("cmd")
     readable_cmd = cmd if isinstance(cmd, str) else ""
     if not isinstance(frame_seq, str):
-        error = invalid("seq", frame_seq, "must be a string")
-        raise FrameError(error.code, error.msg, "", readable_cmd)
+        raise _invalid_field("seq", frame_seq, "must be a string", "", readable_cmd)
     if not isinstance(cmd, str):
-        error = invalid("cmd", cmd, "must be a string")
-        raise FrameError(error.code, error.msg, frame_seq)
+        raise _invalid_field("cmd", cmd, "must be a string", frame_seq)
     data = frame.get("data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        error = invalid("data", data, "must be an object")
-        raise FrameError(error.code, error.msg, frame_seq, cmd)
+        raise _invalid_field("data", data, "must be an object", frame_seq, cmd)
     return frame_seq, cmd, data
+
+
+def _invalid_field(field: str, value: Any, why: str, frame_seq: str, cmd: str = "") -> FrameError:
+    """Build the error for an invalid ``seq``, ``cmd`` or ``data``, worded as other fields' are."""
+    error = invalid(field, value, why)
+    return FrameError(error.code, error.msg, frame_seq, cmd)
 
 
 def _decode_error(raw: str | bytes) -> FrameError:

@@ -441,9 +441,7 @@ async def send_msg(request: Request) -> Response:
     to_all = opt_bool(data, "all", False)
     # An empty message in JSON is valid, as in a msg frame, because a typing indicator may
     # carry no text.
-    if _given(data, "message") is None:
-        raise PrimError(Code.INVALID_PARAMETER, "missing message")
-    message = ids.check_text("message", data["message"], node.settings.max_message_bytes)
+    message = ids.check_text("message", required(data, "message"), node.settings.max_message_bytes)
     msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info"), ids.MSG_TYPES)
     cont_type = ids.check_choice(
         "msgContType", opt_str(data, "msgContType", "text"), ids.MSG_CONT_TYPES
