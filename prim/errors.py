@@ -118,7 +118,7 @@ def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAM
         return PrimError(code, f"missing {field}")
     # Strings keep Python's quotes ('a b'). Other values are shown as JSON, so a
     # client reads true and {"a":1} as it sent them. A value orjson cannot encode,
-    # such as an integer past 64 bits inside a list, falls back to Python's repr.
+    # such as an integer past 64 bits, falls back to Python's repr.
     value_text = repr(value) if isinstance(value, str) else _json_text(value)
     if len(value_text) > SHOWN_VALUE_MAX_CHARS:
         value_text = value_text[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(value_text)} characters)"

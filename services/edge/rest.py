@@ -51,7 +51,7 @@ def error_response(error: PrimError) -> Response:
 # Parsing
 #
 # A JSON body is typed: each field must have its JSON type, and an empty
-# string is a value. A form body or a query string holds only text, so
+# string is a value. A form body or a query string contains only text, so
 # numbers and booleans are parsed from it, and an empty field is absent, as
 # an HTML form sends its blank inputs.
 
