@@ -62,37 +62,3 @@ def check_text(field: str, value: object, max_bytes: int) -> str:
     if size > max_bytes:
         raise PrimError(Code.TOO_LARGE, f"{field} too large: {size} bytes, maximum {max_bytes}")
     return value
-
-
-def lone_surrogate_field(value: object, path: str = "") -> str | None:
-    """Return the path of the first key or string in ``value`` that UTF-8 cannot encode.
-
-    JSON may escape half of a surrogate pair (``"\\ud800"``), which Python's
-    json module reads but msgspec and UTF-8 reject. Keys of nested objects
-    are joined with dots and list positions are written ``[i]``, so an error
-    can name the field. Return None when every string encodes.
-    """
-    if isinstance(value, str):
-        return None if _encodes(value) else (path or "value")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
-            if not _encodes(key):
-                return path or "key"
-            found = lone_surrogate_field(item, inner)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = lone_surrogate_field(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -219,6 +219,7 @@ FRAME_CASES = [
     ({"message": "x"}, 1002, ["missing to"]),
     ({"to": "u2", "message": "x", "msgType": ""}, 1001, ["msgType", "''"]),
     ({"to": "u2", "message": "x", "msgContType": ""}, 1001, ["msgContType", "''"]),
+    ({"to": "u2", "message": "x", "msgType": 5}, 1001, ["invalid msgType 5: must be one of"]),
 ]
 
 SYNC_CASES = [
@@ -575,6 +576,15 @@ REST_CASES = [
         ["beforeSeq"],
     ),
     ("GET", "/msg/getBroadcast", {"limit": 0}, 400, 1001, ["limit", "0"]),
+    # A choice that is not a string gets the list of choices, as in a msg frame.
+    (
+        "POST",
+        "/msg/sendMsg",
+        {"from": "u1", "to": "u2", "message": "x", "msgType": 5},
+        400,
+        1001,
+        ["invalid msgType 5: must be one of info, sysMsg, robot"],
+    ),
     ("POST", "/sysClient/updateSettings", {"maxDevices": 0}, 400, 1001, ["maxDevices", "0"]),
     (
         "POST",
@@ -698,6 +708,29 @@ async def test_frame_nulls_and_types(cluster):
         assert "deviceInfo 5" in reply["response"]["codeMsg"]
 
 
+@pytest.mark.integration
+async def test_huge_frame_number_named(cluster, acme):
+    """Send a sync frame whose afterSeq is past a float's range."""
+    u1 = await connect_user(cluster, acme, "u1", 0)
+    try:
+        await u1.ws.send('{"seq": "h1", "cmd": "sync", "data": {"afterSeq": 1e400}}')
+        reply = await error_reply(u1)
+        assert reply["seq"] == "h1"
+        assert reply["cmd"] == "sync"
+        assert reply["response"]["codeMsg"] == "invalid afterSeq 1e400: number out of range"
+        assert await u1.request("ping") == "pong"
+    finally:
+        await u1.close()
+
+
+@pytest.mark.integration
+async def test_long_form_number_out_of_range(cluster, acme):
+    """Send a form ttl of 40 digits, which gets the range and not "must be an integer"."""
+    ttl = "9" * 40
+    response = await acme.http.post("/sysClient/getToken", data={"userId": "u1", "ttl": ttl})
+    assert response.json()["msg"] == f"invalid ttl {ttl}: must be between 10 and 2592000"
+
+
 BODY_CASES = [
     # (raw body, content type, words in msg)
     (b"{not json", "application/json", ["body", "JSON"]),
@@ -705,6 +738,9 @@ BODY_CASES = [
     (b'{"userId": "\\ud800"}', "application/json", ["userId", "UTF-8"]),
     (b'{"userId": "u1", "extra": [{"x": "\\udc00"}]}', "application/json", ["extra[0].x"]),
     (b'{"userId": NaN}', "application/json", ["body", "JSON"]),
+    # Numbers past a float's or an integer's range are named with their field.
+    (b'{"userId": "u1", "ttl": 1e400}', "application/json", ["invalid ttl 1e400: number out"]),
+    (b'{"userId": "u1", "ttl": ' + b"9" * 4301 + b"}", "application/json", ["ttl 999"]),
     (b"\xff\xfe", "application/json", ["body"]),
 ]
 

@@ -8,12 +8,12 @@ here does I/O, so the codec is tested without sockets.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import msgspec
 
-from prim import ids
-from prim.errors import Code, PrimError, invalid
+from prim.errors import SHOWN_VALUE_MAX_CHARS, Code, PrimError, invalid
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -80,37 +80,102 @@ def _invalid_field(field: str, value: Any, why: str, frame_seq: str, cmd: str = 
 def _decode_error(raw: str | bytes) -> FrameError:
     """Build the error for a frame msgspec could not decode.
 
-    When a lone surrogate is the only fault, the error names its field and
-    echoes the frame's seq and cmd.
+    When one value is the fault (a lone surrogate, or a number out of
+    range), the error names its field and echoes the frame's seq and cmd.
     """
-    found = find_lone_surrogate(raw, "frame")
+    found = find_fault(raw, "frame")
     if found is None:
         return FrameError(Code.INVALID_PARAMETER, "invalid frame: not JSON")
-    frame, field = found
+    frame, field, detail = found
     frame_seq = cmd = ""
     if isinstance(frame, dict):
         frame_seq, cmd = _readable(frame.get("seq")), _readable(frame.get("cmd"))
         data = frame.get("data")
-        if isinstance(data, dict):
-            field = ids.lone_surrogate_field(data) or field
-    message = f"invalid {field}: not valid UTF-8 (lone surrogate escape)"
-    return FrameError(Code.INVALID_PARAMETER, message, frame_seq, cmd)
+        # A field of data is named as in the command's other errors, without "data.".
+        in_data = _fault(data, "") if isinstance(data, dict) else None
+        if in_data is not None:
+            field, detail = in_data
+    return FrameError(Code.INVALID_PARAMETER, f"invalid {field}{detail}", frame_seq, cmd)
 
 
-def find_lone_surrogate(raw: str | bytes, name: str) -> tuple[Any, str] | None:
-    """Return the document and the path of its lone surrogate, when msgspec rejected only that.
+class _OutOfRange:
+    """A JSON number msgspec rejects as out of range, kept as written."""
 
-    Python's json module reads such escapes. It also reads NaN and Infinity,
-    which are rejected here as msgspec rejects them. ``name`` is the path of a
-    document that is not an object. Return None for a document that is not
-    JSON or contains no lone surrogate.
+    def __init__(self, literal: str):
+        self.literal = literal
+
+
+# The most digits an integer may have: Python's and msgspec's limit alike.
+_INT_MAX_DIGITS = 4300
+_SURROGATE = ": not valid UTF-8 (lone surrogate escape)"
+
+
+def _parse_float(literal: str) -> float | _OutOfRange:
+    value = float(literal)
+    return _OutOfRange(literal) if math.isinf(value) else value
+
+
+def _parse_int(literal: str) -> int | _OutOfRange:
+    if len(literal.lstrip("-")) > _INT_MAX_DIGITS:
+        return _OutOfRange(literal)
+    return int(literal)
+
+
+def find_fault(raw: str | bytes, name: str) -> tuple[Any, str, str] | None:
+    """Explain why msgspec rejected a document that is JSON in all but one value.
+
+    Python's json module reads escapes of half a surrogate pair and numbers
+    past a float's range, which msgspec rejects. It also reads NaN and
+    Infinity, which are rejected here as msgspec rejects them. Return the
+    document, the path of the first faulty value and the end of an error
+    message about it, such as ``" 1e400: number out of range"``. ``name``
+    is the path of a document that is not an object. Return None for a
+    document that is not JSON, or has no such value.
     """
     try:
-        document = json.loads(raw, parse_constant=_reject)
+        document = json.loads(
+            raw, parse_constant=_reject, parse_float=_parse_float, parse_int=_parse_int
+        )
     except ValueError:
         return None
-    field = ids.lone_surrogate_field(document, "" if isinstance(document, dict) else name)
-    return None if field is None else (document, field)
+    found = _fault(document, "" if isinstance(document, dict) else name)
+    return None if found is None else (document, *found)
+
+
+def _fault(value: Any, path: str) -> tuple[str, str] | None:
+    """Return the path of the first value in ``value`` that msgspec rejects, and why.
+
+    Keys of nested objects are joined with dots and list positions are
+    written ``[i]``.
+    """
+    if isinstance(value, _OutOfRange):
+        shown = value.literal
+        if len(shown) > SHOWN_VALUE_MAX_CHARS:
+            shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"
+        return path or "value", f" {shown}: number out of range"
+    if isinstance(value, str):
+        return None if _encodes(value) else (path or "value", _SURROGATE)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(key):
+                return path or "key", _SURROGATE
+            found = _fault(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _fault(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject(constant: str) -> None:
@@ -119,7 +184,7 @@ def _reject(constant: str) -> None:
 
 def _readable(value: object) -> str:
     """Return ``value`` when it is a string that a reply can echo, else an empty string."""
-    if isinstance(value, str) and ids.lone_surrogate_field(value) is None:
+    if isinstance(value, str) and _encodes(value):
         return value
     return ""
 

@@ -18,7 +18,7 @@ from prim.errors import Code, PrimError, invalid
 from prim.messages import message_from_proto
 from prim.pb import auth_pb2, common_pb2, presence_pb2, router_pb2
 
-from .frames import find_lone_surrogate, user_dict
+from .frames import find_fault, user_dict
 from .node import EdgeNode
 
 log = logging.getLogger("prim.edge.rest")
@@ -55,7 +55,8 @@ def error_response(error: PrimError) -> Response:
 # numbers and booleans are parsed from it, and an empty field is absent, as
 # an HTML form sends its blank inputs.
 
-INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
+# Up to the digits Python's int() converts by default, so a long number gets a range error.
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,4300}")
 
 
 class TextFields(dict):
@@ -95,13 +96,12 @@ async def read_body(request: Request) -> dict[str, Any]:
 
 
 def _body_error(body: bytes) -> PrimError:
-    """Name the field when a JSON body is only invalid for a lone surrogate escape."""
-    found = find_lone_surrogate(body, "body")
+    """Name the field when one value of a JSON body is the fault (see ``find_fault``)."""
+    found = find_fault(body, "body")
     if found is None:
         return PrimError(Code.INVALID_PARAMETER, "invalid body: not JSON or a form")
-    return PrimError(
-        Code.INVALID_PARAMETER, f"invalid {found[1]}: not valid UTF-8 (lone surrogate escape)"
-    )
+    _, field, detail = found
+    return PrimError(Code.INVALID_PARAMETER, f"invalid {field}{detail}")
 
 
 def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) -> str:
@@ -113,6 +113,18 @@ def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) 
             raise PrimError(Code.INVALID_PARAMETER, f"invalid {field}: must be a string")
         raise invalid(field, value, "must be a string")
     return value
+
+
+def opt_choice(data: dict, field: str, choices: tuple[str, ...], default: str = "") -> str:
+    """Return the field's value when it is one of ``choices``, or ``default`` when it is absent.
+
+    Any other value, "" and non-strings included, is rejected with the list of choices,
+    as a msg frame rejects it.
+    """
+    value = _given(data, field)
+    if value is None:
+        return default
+    return ids.check_choice(field, value, choices)
 
 
 def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
@@ -259,7 +271,7 @@ async def get_token(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
     user_id = required_user_id(data, "userId")
-    platform = ids.check_choice("appPlatform", opt_str(data, "appPlatform", "web"), ids.PLATFORMS)
+    platform = opt_choice(data, "appPlatform", ids.PLATFORMS, "web")
     ttl = opt_int(data, "ttl")
     if ttl is not None:
         ids.check_int("ttl", ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS)
@@ -284,10 +296,8 @@ async def exit_client(request: Request) -> Response:
     tenant = await require_tenant(request)
     data = await read_body(request)
     user_id = required_user_id(data, "userId")
-    platform = opt_str(data, "appPlatform")
     # Absent means every platform. An empty string is an invalid platform, not "every".
-    if _given(data, "appPlatform") is not None:
-        ids.check_choice("appPlatform", platform, ids.PLATFORMS)
+    platform = opt_choice(data, "appPlatform", ids.PLATFORMS)
     node: EdgeNode = request.app.state.node
     revoked = await node.auth.call(
         "RevokeTokens", auth_pb2.RevokeTokensRequest(tenant=tenant, user_id=user_id, app_platform=platform)
@@ -334,9 +344,9 @@ async def update_settings(request: Request) -> Response:
         update.default_ttl_seconds = ids.check_int(
             "defaultTtl", default_ttl, ids.TTL_MIN_SECONDS, ids.TTL_MAX_SECONDS
         )
-    policy = opt_str(data, "devicePolicy")
-    if _given(data, "devicePolicy") is not None:
-        update.device_policy = ids.check_choice("devicePolicy", policy, ids.DEVICE_POLICIES)
+    policy = opt_choice(data, "devicePolicy", ids.DEVICE_POLICIES)
+    if policy:
+        update.device_policy = policy
     max_devices = opt_int(data, "maxDevices")
     if max_devices is not None:
         update.max_devices = ids.check_int("maxDevices", max_devices, 1, ids.MAX_DEVICES_LIMIT)
@@ -442,10 +452,8 @@ async def send_msg(request: Request) -> Response:
     # An empty message in JSON is valid, as in a msg frame, because a typing indicator may
     # carry no text.
     message = ids.check_text("message", required(data, "message"), node.settings.max_message_bytes)
-    msg_type = ids.check_choice("msgType", opt_str(data, "msgType", "info"), ids.MSG_TYPES)
-    cont_type = ids.check_choice(
-        "msgContType", opt_str(data, "msgContType", "text"), ids.MSG_CONT_TYPES
-    )
+    msg_type = opt_choice(data, "msgType", ids.MSG_TYPES, "info")
+    cont_type = opt_choice(data, "msgContType", ids.MSG_CONT_TYPES, "text")
     client_msg_id = opt_str(data, "clientMsgId")
     if len(client_msg_id) > 128:
         raise invalid("clientMsgId", client_msg_id, "must be a string of at most 128 characters")
