@@ -724,11 +724,63 @@ async def test_huge_frame_number_named(cluster, acme):
 
 
 @pytest.mark.integration
+async def test_huge_number_secret_not_shown(cluster, acme):
+    """Send a password and tokens of 1e400, which the errors name without the value."""
+    operator = httpx.AsyncClient(
+        base_url=edge_url(cluster, 0), headers={"Authorization": f"Bearer {cluster.admin_token}"}
+    )
+    async with operator:
+        response = await operator.post(
+            "/sysClient/createSysClient",
+            content=b'{"account": "huge1", "password": 1e400}',
+            headers={"content-type": "application/json"},
+        )
+    assert response.json()["msg"] == "invalid password: number out of range"
+    response = await acme.http.post(
+        "/sysClient/updateTokenVal",
+        content=b'{"ttl": 60, "token": {"a": [1e400]}}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.json()["msg"] == "invalid token.a[0]: number out of range"
+    async with websockets.connect(ws_url(cluster, 0)) as ws:
+        await ws.send('{"seq": "l1", "cmd": "login", "data": {"token": 1e400}}')
+        reply = json.loads(await ws.recv())
+    assert reply["response"]["codeMsg"] == "invalid token: number out of range"
+
+
+@pytest.mark.integration
+async def test_long_fault_path_cut(cluster, acme):
+    """Send a long key and a deep list around 1e400, whose paths come back cut."""
+    long_key = b'{"userId": "u1", "' + b"k" * 5000 + b'": 1e400}'
+    deep = b'{"userId": "u1", "x": ' + b"[" * 900 + b"1e400" + b"]" * 900 + b"}"
+    for body in (long_key, deep):
+        response = await acme.http.post(
+            "/sysClient/getToken", content=body, headers={"content-type": "application/json"}
+        )
+        assert "characters) 1e400: number out of range" in response.json()["msg"]
+        assert len(response.json()["msg"]) < 200
+    async with websockets.connect(ws_url(cluster, 0)) as ws:
+        await ws.send("[" * 5000 + "]" * 5000)
+        reply = json.loads(await ws.recv())
+        assert reply["response"]["codeMsg"] == "invalid frame: nested too deeply"
+        await ws.send('{"seq": "p", "cmd": "ping"}')
+        reply = json.loads(await ws.recv())
+        assert reply["response"]["data"] == "pong"
+
+
+@pytest.mark.integration
 async def test_long_form_number_out_of_range(cluster, acme):
-    """Send a form ttl of 40 digits, which gets the range and not "must be an integer"."""
+    """Send form ttls of 40 and 4,301 digits, and 5 after 4,300 zeros."""
     ttl = "9" * 40
     response = await acme.http.post("/sysClient/getToken", data={"userId": "u1", "ttl": ttl})
     assert response.json()["msg"] == f"invalid ttl {ttl}: must be between 10 and 2592000"
+    padded = "0" * 4300 + "5"
+    response = await acme.http.post("/sysClient/getToken", data={"userId": "u1", "ttl": padded})
+    assert response.json()["msg"].endswith(": must be between 10 and 2592000")
+    response = await acme.http.post(
+        "/sysClient/getToken", data={"userId": "u1", "ttl": "9" * 4301}
+    )
+    assert response.json()["msg"].endswith("(4303 characters): number out of range")
 
 
 BODY_CASES = [
@@ -741,6 +793,13 @@ BODY_CASES = [
     # Numbers past a float's or an integer's range are named with their field.
     (b'{"userId": "u1", "ttl": 1e400}', "application/json", ["invalid ttl 1e400: number out"]),
     (b'{"userId": "u1", "ttl": ' + b"9" * 4301 + b"}", "application/json", ["ttl 999"]),
+    # msgspec counts a minus sign against its 4,300 characters.
+    (b'{"userId": "u1", "ttl": -' + b"9" * 4300 + b"}", "application/json", ["ttl -999"]),
+    # A repeated key: the first value is the one at fault.
+    (b'{"userId": "u1", "ttl": 1e400, "ttl": 60}', "application/json", ["ttl 1e400"]),
+    # msgspec reads UTF-8 only, without a byte-order mark.
+    (b'\xef\xbb\xbf{"userId": "u1", "ttl": 1e400}', "application/json", ["body", "JSON"]),
+    (b'{"userId": ' + b"[" * 5000 + b"]" * 5000 + b"}", "application/json", ["nested too"]),
     (b"\xff\xfe", "application/json", ["body"]),
 ]
 

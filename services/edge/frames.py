@@ -49,6 +49,8 @@ def parse_request(raw: str | bytes) -> tuple[str, str, dict[str, Any]]:
         frame = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise _decode_error(raw) from None
+    except RecursionError:
+        raise FrameError(Code.INVALID_PARAMETER, "invalid frame: nested too deeply") from None
     if not isinstance(frame, dict):
         raise FrameError(
             Code.INVALID_PARAMETER, f"invalid frame: expected a JSON object, got {type(frame).__name__}"
@@ -105,9 +107,19 @@ class _OutOfRange:
         self.literal = literal
 
 
-# The most digits an integer may have: Python's and msgspec's limit alike.
-_INT_MAX_DIGITS = 4300
+class _Object(dict):
+    """A JSON object that also keeps every key and value pair, repeated keys included."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+# The longest integer msgspec decodes, in characters with the minus sign counted.
+_INT_MAX_CHARS = 4300
 _SURROGATE = ": not valid UTF-8 (lone surrogate escape)"
+# Fields whose values an error never shows.
+SECRET_FIELDS = frozenset({"password", "token"})
 
 
 def _parse_float(literal: str) -> float | _OutOfRange:
@@ -116,7 +128,7 @@ def _parse_float(literal: str) -> float | _OutOfRange:
 
 
 def _parse_int(literal: str) -> int | _OutOfRange:
-    if len(literal.lstrip("-")) > _INT_MAX_DIGITS:
+    if len(literal) > _INT_MAX_CHARS:
         return _OutOfRange(literal)
     return int(literal)
 
@@ -130,44 +142,59 @@ def find_fault(raw: str | bytes, name: str) -> tuple[Any, str, str] | None:
     document, the path of the first faulty value and the end of an error
     message about it, such as ``" 1e400: number out of range"``. ``name``
     is the path of a document that is not an object. Return None for a
-    document that is not JSON, or has no such value.
+    document that is not UTF-8 JSON, or has no such value.
     """
     try:
+        # Strict UTF-8, as msgspec reads: json.loads would also take UTF-16 and a byte-order mark.
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         document = json.loads(
-            raw, parse_constant=_reject, parse_float=_parse_float, parse_int=_parse_int
+            text,
+            parse_constant=_reject,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
+            object_pairs_hook=_Object,
         )
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     found = _fault(document, "" if isinstance(document, dict) else name)
     return None if found is None else (document, *found)
 
 
-def _fault(value: Any, path: str) -> tuple[str, str] | None:
-    """Return the path of the first value in ``value`` that msgspec rejects, and why.
+def _fault(document: Any, path: str) -> tuple[str, str] | None:
+    """Return the path of the first value in ``document`` that msgspec rejects, and why.
 
     Keys of nested objects are joined with dots and list positions are
-    written ``[i]``.
+    written ``[i]``. The path and the value are cut to
+    ``SHOWN_VALUE_MAX_CHARS``, and the value of a secret field is left out.
     """
-    if isinstance(value, _OutOfRange):
-        shown = value.literal
-        if len(shown) > SHOWN_VALUE_MAX_CHARS:
-            shown = shown[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(shown)} characters)"
-        return path or "value", f" {shown}: number out of range"
-    if isinstance(value, str):
-        return None if _encodes(value) else (path or "value", _SURROGATE)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not _encodes(key):
-                return path or "key", _SURROGATE
-            found = _fault(item, f"{path}.{key}" if path else key)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _fault(item, f"{path}[{index}]")
-            if found is not None:
-                return found
+    # Depth first, in document order, without recursion: documents may nest deeply.
+    stack: list[tuple[Any, str, bool]] = [(document, path, False)]
+    while stack:
+        value, path, secret = stack.pop()
+        if isinstance(value, _OutOfRange):
+            shown = "" if secret else " " + _cut(value.literal)
+            return _cut(path or "value"), f"{shown}: number out of range"
+        if isinstance(value, str):
+            if not _encodes(value):
+                return _cut(path or "value"), _SURROGATE
+        elif isinstance(value, _Object):
+            children = []
+            for key, item in value.pairs:
+                if not _encodes(key):
+                    return _cut(path or "key"), _SURROGATE
+                inner = f"{path}.{key}" if path else key
+                children.append((item, inner, secret or key in SECRET_FIELDS))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            children = [(item, f"{path}[{index}]", secret) for index, item in enumerate(value)]
+            stack.extend(reversed(children))
     return None
+
+
+def _cut(text: str) -> str:
+    if len(text) <= SHOWN_VALUE_MAX_CHARS:
+        return text
+    return text[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(text)} characters)"
 
 
 def _encodes(text: str) -> bool:

@@ -55,8 +55,10 @@ def error_response(error: PrimError) -> Response:
 # numbers and booleans are parsed from it, and an empty field is absent, as
 # an HTML form sends its blank inputs.
 
-# Up to the digits Python's int() converts by default, so a long number gets a range error.
-INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,4300}")
+INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+# The most digits int() converts by default (sys.get_int_max_str_digits). Leading zeros
+# count there, so they are stripped first.
+INTEGER_MAX_DIGITS = 4300
 
 
 class TextFields(dict):
@@ -90,6 +92,8 @@ async def read_body(request: Request) -> dict[str, Any]:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError:
         raise _body_error(body) from None
+    except RecursionError:
+        raise PrimError(Code.INVALID_PARAMETER, "invalid body: nested too deeply") from None
     if not isinstance(data, dict):
         raise PrimError(Code.INVALID_PARAMETER, "invalid body: expected a JSON object")
     return data
@@ -135,7 +139,11 @@ def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
         # Plain ASCII digits only: int() would also take "1_0" and other scripts' digits.
         if not INTEGER_TEXT.fullmatch(value):
             raise invalid(field, value, "must be an integer")
-        return int(value)
+        sign = value[0] if value[0] in "+-" else ""
+        digits = value.lstrip("+-").lstrip("0") or "0"
+        if len(digits) > INTEGER_MAX_DIGITS:
+            raise invalid(field, value, "number out of range")
+        return int(sign + digits)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, value, "must be an integer")
     return value
