@@ -9,6 +9,7 @@ and then into a REST reply or a WebSocket error reply.
 from __future__ import annotations
 
 import enum
+import reprlib
 
 import grpc
 import orjson
@@ -99,12 +100,21 @@ class Unavailable(PrimError):
         self.grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
+# For values nested too deeply for repr: a few levels, then "[...]".
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+
+
 def _json_text(value: object) -> str:
     """Return ``value`` as JSON text, or as its repr when orjson cannot encode it."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return repr(value)
+        # An integer past 64 bits, or a value nested deeper than orjson's limit.
+        try:
+            return repr(value)
+        except RecursionError:
+            return _SHORT_REPR.repr(value)
 
 
 def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAMETER) -> PrimError:

@@ -12,6 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prim.edge.app import ROUTES
 from prim.edge.frames import FrameError, parse_request
+from prim.errors import invalid
 from prim.edge.openapi import SCHEMA
 from starlette.routing import Route
 
@@ -113,6 +115,71 @@ def test_lone_surrogate_named(raw, field, frame_seq, cmd):
     assert caught.value.msg.startswith(f"invalid {field}: not valid UTF-8")
     assert caught.value.frame_seq == frame_seq
     assert caught.value.cmd == cmd
+
+
+HUGE_NUMBER_FRAMES = [
+    # (raw frame, the whole error message)
+    (
+        rb'{"seq": "1", "cmd": "sync", "data": {"afterSeq": -1E400}}',
+        "invalid afterSeq -1E400: number out of range",
+    ),
+    (
+        b'{"seq": "2", "cmd": "sync", "data": {"afterSeq": -' + b"9" * 4300 + b"}}",
+        "invalid afterSeq -" + "9" * 99 + "... (4301 characters): number out of range",
+    ),
+    # A repeated key: the first value is the one msgspec refused.
+    (
+        rb'{"seq": "3", "cmd": "sync", "data": {"afterSeq": 1e400, "afterSeq": 0}}',
+        "invalid afterSeq 1e400: number out of range",
+    ),
+    # Under a secret field, the path without the value.
+    (
+        rb'{"seq": "4", "cmd": "login", "data": {"token": {"a": [1e999]}}}',
+        "invalid token.a[0]: number out of range",
+    ),
+    (rb'[1, {"x": 1e400}]', "invalid frame[1].x 1e400: number out of range"),
+]
+
+
+@pytest.mark.parametrize("raw,message", HUGE_NUMBER_FRAMES)
+def test_huge_number_named(raw, message):
+    with pytest.raises(FrameError) as caught:
+        parse_request(raw)
+    assert caught.value.msg == message
+
+
+def test_fault_path_cut_in_linear_memory():
+    """Search a 60 KB frame whose long key leads to a long list, within a few MB."""
+    raw = '{"' + "k" * 30_000 + '": [' + "0," * 15_000 + "1e400]}"
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError) as caught:
+            parse_request(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.msg == "invalid " + "k" * 100 + "... (30007 characters) 1e400: number out of range"
+    # Spelling out every path during the search would hold 30,000 characters for each
+    # of 15,000 entries, about 450 MB (an estimate).
+    assert peak < 20 * 1024 * 1024
+
+
+def test_deep_frame_nested_too_deeply():
+    with pytest.raises(FrameError) as caught:
+        parse_request("[" * 5000 + "]" * 5000)
+    assert caught.value.msg == "invalid frame: nested too deeply"
+
+
+def test_too_deep_value_shown_short():
+    """Name a list nested past repr's recursion limit in a short form."""
+    value: list = []
+    inner = value
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]
+    assert invalid("userId", value, "must be a string").msg == (
+        "invalid userId [[[[...]]]]: must be a string"
+    )
 
 
 def test_nan_frame_is_not_json():

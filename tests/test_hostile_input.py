@@ -752,7 +752,7 @@ async def test_huge_number_secret_not_shown(cluster, acme):
 async def test_long_fault_path_cut(cluster, acme):
     """Send a long key and a deep list around 1e400, whose paths come back cut."""
     long_key = b'{"userId": "u1", "' + b"k" * 5000 + b'": 1e400}'
-    deep = b'{"userId": "u1", "x": ' + b"[" * 900 + b"1e400" + b"]" * 900 + b"}"
+    deep = b'{"userId": "u1", "x": ' + b"[" * 300 + b"1e400" + b"]" * 300 + b"}"
     for body in (long_key, deep):
         response = await acme.http.post(
             "/sysClient/getToken", content=body, headers={"content-type": "application/json"}
@@ -792,9 +792,9 @@ BODY_CASES = [
     (b'{"userId": NaN}', "application/json", ["body", "JSON"]),
     # Numbers past a float's or an integer's range are named with their field.
     (b'{"userId": "u1", "ttl": 1e400}', "application/json", ["invalid ttl 1e400: number out"]),
-    (b'{"userId": "u1", "ttl": ' + b"9" * 4301 + b"}", "application/json", ["ttl 999"]),
+    (b'{"userId": "u1", "ttl": ' + b"9" * 4301 + b"}", "application/json", ["ttl 999", "range"]),
     # msgspec counts a minus sign against its 4,300 characters.
-    (b'{"userId": "u1", "ttl": -' + b"9" * 4300 + b"}", "application/json", ["ttl -999"]),
+    (b'{"userId": "u1", "ttl": -' + b"9" * 4300 + b"}", "application/json", ["-999", "range"]),
     # A repeated key: the first value is the one at fault.
     (b'{"userId": "u1", "ttl": 1e400, "ttl": 60}', "application/json", ["ttl 1e400"]),
     # msgspec reads UTF-8 only, without a byte-order mark.

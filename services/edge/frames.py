@@ -115,7 +115,8 @@ class _Object(dict):
         self.pairs = pairs
 
 
-# The longest integer msgspec decodes, in characters with the minus sign counted.
+# The longest integer msgspec decodes, in characters with the minus sign counted. It
+# also stops at the interpreter's digit limit where that is lower.
 _INT_MAX_CHARS = 4300
 _SURROGATE = ": not valid UTF-8 (lone surrogate escape)"
 # Fields whose values an error never shows.
@@ -130,7 +131,10 @@ def _parse_float(literal: str) -> float | _OutOfRange:
 def _parse_int(literal: str) -> int | _OutOfRange:
     if len(literal) > _INT_MAX_CHARS:
         return _OutOfRange(literal)
-    return int(literal)
+    try:
+        return int(literal)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return _OutOfRange(literal)
 
 
 def find_fault(raw: str | bytes, name: str) -> tuple[Any, str, str] | None:
@@ -141,8 +145,9 @@ def find_fault(raw: str | bytes, name: str) -> tuple[Any, str, str] | None:
     Infinity, which are rejected here as msgspec rejects them. Return the
     document, the path of the first faulty value and the end of an error
     message about it, such as ``" 1e400: number out of range"``. ``name``
-    is the path of a document that is not an object. Return None for a
-    document that is not UTF-8 JSON, or has no such value.
+    is the path of a document that is not an object. A document nested
+    too deeply to read is named ``name`` with the document None. Return
+    None for a document that is not UTF-8 JSON, or has no such value.
     """
     try:
         # Strict UTF-8, as msgspec reads: json.loads would also take UTF-16 and a byte-order mark.
@@ -154,41 +159,59 @@ def find_fault(raw: str | bytes, name: str) -> tuple[Any, str, str] | None:
             parse_int=_parse_int,
             object_pairs_hook=_Object,
         )
-    except (ValueError, RecursionError):
+    except ValueError:
         return None
+    except RecursionError:
+        return None, name, ": nested too deeply"
     found = _fault(document, "" if isinstance(document, dict) else name)
     return None if found is None else (document, *found)
 
 
-def _fault(document: Any, path: str) -> tuple[str, str] | None:
+def _fault(document: Any, root: str) -> tuple[str, str] | None:
     """Return the path of the first value in ``document`` that msgspec rejects, and why.
 
     Keys of nested objects are joined with dots and list positions are
-    written ``[i]``. The path and the value are cut to
+    written ``[i]``, after ``root``. The path and the value are cut to
     ``SHOWN_VALUE_MAX_CHARS``, and the value of a secret field is left out.
     """
     # Depth first, in document order, without recursion: documents may nest deeply.
-    stack: list[tuple[Any, str, bool]] = [(document, path, False)]
+    # Each entry's place is a link to its parent's (parent, key or index), and a
+    # path is spelled out only for the fault, so long keys are never copied.
+    stack: list[tuple[Any, tuple | None, bool]] = [(document, None, False)]
     while stack:
-        value, path, secret = stack.pop()
+        value, place, secret = stack.pop()
         if isinstance(value, _OutOfRange):
             shown = "" if secret else " " + _cut(value.literal)
-            return _cut(path or "value"), f"{shown}: number out of range"
+            return _cut(_spell(place, root) or "value"), f"{shown}: number out of range"
         if isinstance(value, str):
             if not _encodes(value):
-                return _cut(path or "value"), _SURROGATE
+                return _cut(_spell(place, root) or "value"), _SURROGATE
         elif isinstance(value, _Object):
             children = []
             for key, item in value.pairs:
                 if not _encodes(key):
-                    return _cut(path or "key"), _SURROGATE
-                inner = f"{path}.{key}" if path else key
-                children.append((item, inner, secret or key in SECRET_FIELDS))
+                    return _cut(_spell(place, root) or "key"), _SURROGATE
+                children.append((item, (place, key), secret or key in SECRET_FIELDS))
             stack.extend(reversed(children))
         elif isinstance(value, list):
-            children = [(item, f"{path}[{index}]", secret) for index, item in enumerate(value)]
+            children = [(item, (place, index), secret) for index, item in enumerate(value)]
             stack.extend(reversed(children))
     return None
+
+
+def _spell(place: tuple | None, root: str) -> str:
+    """Write out a place of ``_fault`` as a path: ``root.key[0].inner``."""
+    steps = []
+    while place is not None:
+        place, step = place
+        steps.append(step)
+    path = root
+    for step in reversed(steps):
+        if isinstance(step, int):
+            path += f"[{step}]"
+        else:
+            path = f"{path}.{step}" if path else step
+    return path
 
 
 def _cut(text: str) -> str:

@@ -56,8 +56,8 @@ def error_response(error: PrimError) -> Response:
 # an HTML form sends its blank inputs.
 
 INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-# The most digits int() converts by default (sys.get_int_max_str_digits). Leading zeros
-# count there, so they are stripped first.
+# The most digits a form integer may have, leading zeros apart: int()'s default limit
+# (sys.get_int_max_str_digits), kept where the interpreter's own is lifted.
 INTEGER_MAX_DIGITS = 4300
 
 
@@ -122,8 +122,8 @@ def opt_str(data: dict, field: str, default: str = "", *, secret: bool = False) 
 def opt_choice(data: dict, field: str, choices: tuple[str, ...], default: str = "") -> str:
     """Return the field's value when it is one of ``choices``, or ``default`` when it is absent.
 
-    Any other value, "" and non-strings included, is rejected with the list of choices,
-    as a msg frame rejects it.
+    Any other value, non-strings and "" in JSON included, is rejected with the list of
+    choices, as a msg frame rejects it. A blank form field is absent.
     """
     value = _given(data, field)
     if value is None:
@@ -143,7 +143,10 @@ def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
         digits = value.lstrip("+-").lstrip("0") or "0"
         if len(digits) > INTEGER_MAX_DIGITS:
             raise invalid(field, value, "number out of range")
-        return int(sign + digits)
+        try:
+            return int(sign + digits)
+        except ValueError:  # past a digit limit lowered below INTEGER_MAX_DIGITS
+            raise invalid(field, value, "number out of range") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, value, "must be an integer")
     return value
