@@ -603,11 +603,21 @@ measured while building it:
     at 18:11).
     Five of those eight runs met the target, and the other three missed it
     by 4-16%.
+  - A full run (`make bench`, 30 s rounds) followed in the second session,
+    18:54-19:19 UTC. prim's p99 was 1.6, 1.7 and 2.1 ms against
+    python-socketio's 2.3, 2.3 and 2.8: 0.73× median over median, and
+    0.72× from the actual send. Live throughput was 17,895 against 4,767
+    msg/s (3.75×), 5,000 idle connections took 15.8 KiB each, and the
+    storm reached 1,647 connects/s. Its Mongo rows were again no
+    yardstick: after the stored scenario the stand-in took 63 documents/s
+    with insert_one.
   - "Transport floor" below measures the paths alone, with no messaging
-    code. One gRPC stream hop costs about what a Redis publish does. So
-    the rest of the distance is the work each message takes in the two
-    edges: reading and checking the frame, the lookup, the gRPC write and
-    read, and the WebSocket write.
+    code. In the two quick runs recorded on Intel Xeon hosts on 2026-12-05,
+    one gRPC stream hop's p99 was 1.05× and 1.29× a Redis publish's, 0.02
+    and 0.18 ms more. The rest of
+    any distance is the work each message takes in the two edges: reading
+    and checking the frame, the lookup, the gRPC write and read, and the
+    WebSocket write.
   - Measured on 2026-12-05 (AMD EPYC host) with temporary patches, not kept
     in the code:
     - Each message's payload was stamped when it reached the sending
