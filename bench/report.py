@@ -706,18 +706,19 @@ measured while building it:
     and 508 ms with 20,000, against 10 ms or less with the index. MongoDB
     should scan the `_id` index for such ranges, but that is unchecked: no
     `mongod` runs here.
-  - Where a batch's time goes on the stand-in, measured on 2026-12-05 with
-    the router's store alone writing batches of 256 messages between 100
-    pairs: the timeline insert took 56% of it, the counter updates 20%,
-    and reading the counters back 17%.
+  - Where a batch's time goes on the stand-in: on 2026-12-05 the router's
+    store alone wrote batches of 256 messages between 100 pairs. The
+    timeline insert took 56% of the time, the counter updates 20%, and
+    reading the counters back 17%.
   - Tried and dropped: the store remembering the counters it committed,
-    and updating each on condition that it still held the remembered seq,
+    and updating each on condition that it still had the remembered seq,
     in place of reading them back. Alone, the store went from 1,085-1,133
     to 1,135-1,277 msg/s. But the stand-in takes longer over a conditional
-    update than over a plain one (63 against 48 ms for 200 counters), and
-    in the stored scenario, alternated runs gave 1,236, 1,352, 1,427 and
-    1,364 msg/s against 1,273, 1,252, 1,366 and 1,346 without it: within
-    this host's noise, for a retry path that every replica would carry.
+    update than over a plain one: 63 against 48 ms for 200 counters. In
+    the stored scenario, alternated runs gave 1,236, 1,352, 1,427 and
+    1,364 msg/s with it, against 1,273, 1,252, 1,366 and 1,346 without.
+    That is within this host's noise, and every replica would carry the
+    retry path.
 
 ## Results
 

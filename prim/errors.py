@@ -100,7 +100,7 @@ class Unavailable(PrimError):
         self.grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
-# For values nested too deeply for repr: a few levels, then "[...]".
+# A repr for values nested too deeply for repr(): three levels, then "[...]".
 _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel = 3
 
@@ -130,9 +130,14 @@ def invalid(field: str, value: object, why: str, code: Code = Code.INVALID_PARAM
     # client reads true and {"a":1} as it sent them. A value orjson cannot encode,
     # such as an integer past 64 bits, falls back to Python's repr.
     value_text = repr(value) if isinstance(value, str) else _json_text(value)
-    if len(value_text) > SHOWN_VALUE_MAX_CHARS:
-        value_text = value_text[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(value_text)} characters)"
-    return PrimError(code, f"invalid {field} {value_text}: {why}")
+    return PrimError(code, f"invalid {field} {shorten(value_text)}: {why}")
+
+
+def shorten(text: str) -> str:
+    """Return ``text`` cut to ``SHOWN_VALUE_MAX_CHARS``, followed by its full length when cut."""
+    if len(text) <= SHOWN_VALUE_MAX_CHARS:
+        return text
+    return text[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(text)} characters)"
 
 
 async def abort(context: grpc.aio.ServicerContext, error: PrimError) -> None:

@@ -127,7 +127,7 @@ HUGE_NUMBER_FRAMES = [
         b'{"seq": "2", "cmd": "sync", "data": {"afterSeq": -' + b"9" * 4300 + b"}}",
         "invalid afterSeq -" + "9" * 99 + "... (4301 characters): number out of range",
     ),
-    # A repeated key: the first value is the one msgspec refused.
+    # A repeated key: the first value is the one msgspec rejected.
     (
         rb'{"seq": "3", "cmd": "sync", "data": {"afterSeq": 1e400, "afterSeq": 0}}',
         "invalid afterSeq 1e400: number out of range",
@@ -158,7 +158,8 @@ def test_fault_path_cut_in_linear_memory():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert caught.value.msg == "invalid " + "k" * 100 + "... (30007 characters) 1e400: number out of range"
+    expected = "invalid " + "k" * 100 + "... (30007 characters) 1e400: number out of range"
+    assert caught.value.msg == expected
     # Spelling out every path during the search would hold 30,000 characters for each
     # of 15,000 entries, about 450 MB (an estimate).
     assert peak < 20 * 1024 * 1024

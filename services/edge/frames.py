@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from prim.errors import SHOWN_VALUE_MAX_CHARS, Code, PrimError, invalid
+from prim.errors import Code, PrimError, invalid, shorten
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
@@ -115,11 +115,11 @@ class _Object(dict):
         self.pairs = pairs
 
 
-# The longest integer msgspec decodes, in characters with the minus sign counted. It
-# also stops at the interpreter's digit limit where that is lower.
+# Maximum length of an integer that msgspec decodes, in characters, the minus sign
+# included. msgspec also rejects integers past a lower sys.get_int_max_str_digits().
 _INT_MAX_CHARS = 4300
 _SURROGATE = ": not valid UTF-8 (lone surrogate escape)"
-# Fields whose values an error never shows.
+# Fields whose values the errors below leave out.
 SECRET_FIELDS = frozenset({"password", "token"})
 
 
@@ -133,7 +133,8 @@ def _parse_int(literal: str) -> int | _OutOfRange:
         return _OutOfRange(literal)
     try:
         return int(literal)
-    except ValueError:  # past sys.get_int_max_str_digits()
+    except ValueError:
+        # int() rejects digits past sys.get_int_max_str_digits(), as msgspec does.
         return _OutOfRange(literal)
 
 
@@ -176,21 +177,22 @@ def _fault(document: Any, root: str) -> tuple[str, str] | None:
     """
     # Depth first, in document order, without recursion: documents may nest deeply.
     # Each entry's place is a link to its parent's (parent, key or index), and a
-    # path is spelled out only for the fault, so long keys are never copied.
+    # path is spelled out only for the fault, so long keys are not copied per entry.
+    # NOTE: under a secret field the path's keys are still shown, only the value is left out.
     stack: list[tuple[Any, tuple | None, bool]] = [(document, None, False)]
     while stack:
         value, place, secret = stack.pop()
         if isinstance(value, _OutOfRange):
-            shown = "" if secret else " " + _cut(value.literal)
-            return _cut(_spell(place, root) or "value"), f"{shown}: number out of range"
+            value_text = "" if secret else " " + shorten(value.literal)
+            return shorten(_spell(place, root) or "value"), f"{value_text}: number out of range"
         if isinstance(value, str):
             if not _encodes(value):
-                return _cut(_spell(place, root) or "value"), _SURROGATE
+                return shorten(_spell(place, root) or "value"), _SURROGATE
         elif isinstance(value, _Object):
             children = []
             for key, item in value.pairs:
                 if not _encodes(key):
-                    return _cut(_spell(place, root) or "key"), _SURROGATE
+                    return shorten(_spell(place, root) or "key"), _SURROGATE
                 children.append((item, (place, key), secret or key in SECRET_FIELDS))
             stack.extend(reversed(children))
         elif isinstance(value, list):
@@ -212,12 +214,6 @@ def _spell(place: tuple | None, root: str) -> str:
         else:
             path = f"{path}.{step}" if path else step
     return path
-
-
-def _cut(text: str) -> str:
-    if len(text) <= SHOWN_VALUE_MAX_CHARS:
-        return text
-    return text[:SHOWN_VALUE_MAX_CHARS] + f"... ({len(text)} characters)"
 
 
 def _encodes(text: str) -> bool:

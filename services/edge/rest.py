@@ -56,8 +56,8 @@ def error_response(error: PrimError) -> Response:
 # an HTML form sends its blank inputs.
 
 INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
-# The most digits a form integer may have, leading zeros apart: int()'s default limit
-# (sys.get_int_max_str_digits), kept where the interpreter's own is lifted.
+# Maximum digits of a form integer, leading zeros apart. It is int()'s default limit
+# (sys.get_int_max_str_digits), kept here in case the interpreter's limit is lifted.
 INTEGER_MAX_DIGITS = 4300
 
 
@@ -145,7 +145,8 @@ def opt_int(data: dict, field: str, default: int | None = None) -> int | None:
             raise invalid(field, value, "number out of range")
         try:
             return int(sign + digits)
-        except ValueError:  # past a digit limit lowered below INTEGER_MAX_DIGITS
+        except ValueError:
+            # int() rejects digits past a sys.get_int_max_str_digits() set lower than ours.
             raise invalid(field, value, "number out of range") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, value, "must be an integer")
